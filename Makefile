@@ -1,0 +1,29 @@
+# Quickstart: `make demo` runs a parameterized query on the demo SQLite database;
+# `make test` runs the test suite. Both make .venv and install into it first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
+EDITABLE := -e . $(foreach p,$(PLUGINS),-e ./$(p))
+
+.PHONY: demo test install install-test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install -q $(EDITABLE)
+
+install-test: $(BIN)/python
+	$(BIN)/pip install -q -e ".[test]" $(foreach p,$(PLUGINS),-e ./$(p))
+
+demo: install
+	$(BIN)/sqladapter seed
+	$(BIN)/sqladapter query fake_people.db "SELECT * FROM people WHERE zip_code = :zip" -p zip=12345
+
+test: install-test
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) fake_people.db .pytest_cache

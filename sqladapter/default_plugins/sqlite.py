@@ -1,0 +1,130 @@
+"""SQLite, built in: read-only by URI and by authorizer, time-limited by a progress handler."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+import urllib.parse
+from typing import Any, Iterator
+
+from sqlalchemy.pool import QueuePool
+
+from .. import errors
+from ..dialect import Dialect
+from ..hookspecs import hookimpl
+
+# Authorizer actions a read-only query never needs. Everything else (SELECT, READ, FUNCTION
+# but the ones below, RECURSIVE, read-only PRAGMAs) is allowed.
+_DENIED_ACTIONS = frozenset(
+    getattr(sqlite3, name)
+    for name in (
+        "SQLITE_INSERT SQLITE_UPDATE SQLITE_DELETE SQLITE_ATTACH SQLITE_DETACH SQLITE_TRANSACTION "
+        "SQLITE_SAVEPOINT SQLITE_ANALYZE SQLITE_REINDEX SQLITE_ALTER_TABLE SQLITE_CREATE_INDEX "
+        "SQLITE_CREATE_TABLE SQLITE_CREATE_TEMP_INDEX SQLITE_CREATE_TEMP_TABLE "
+        "SQLITE_CREATE_TEMP_TRIGGER SQLITE_CREATE_TEMP_VIEW SQLITE_CREATE_TRIGGER SQLITE_CREATE_VIEW "
+        "SQLITE_CREATE_VTABLE SQLITE_DROP_INDEX SQLITE_DROP_TABLE SQLITE_DROP_TEMP_INDEX "
+        "SQLITE_DROP_TEMP_TABLE SQLITE_DROP_TEMP_TRIGGER SQLITE_DROP_TEMP_VIEW SQLITE_DROP_TRIGGER "
+        "SQLITE_DROP_VIEW SQLITE_DROP_VTABLE"
+    ).split()
+)
+_DENIED_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"})
+# How many SQLite virtual machine steps run between two checks of the deadline.
+_PROGRESS_STEPS = 1000
+
+
+def _authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+    if action in _DENIED_ACTIONS:
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_PRAGMA and arg2 is not None:
+        return sqlite3.SQLITE_DENY  # PRAGMA name = value: a write
+    if action == sqlite3.SQLITE_FUNCTION and arg2 and arg2.lower() in _DENIED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+def _json_or_text(raw: bytes) -> Any:
+    # Columns declared JSON come back parsed; text that is not JSON stays text, never an error.
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+
+
+sqlite3.register_converter("JSON", _json_or_text)
+sqlite3.register_converter("JSONB", _json_or_text)
+
+_STORAGE_CLASSES = {int: "INTEGER", float: "REAL", str: "TEXT", bytes: "BLOB", type(None): "NULL"}
+
+
+class SQLite(Dialect):
+    name = "sqlite"
+    backends = ("sqlite", "sqlite+pysqlite")
+    driver = "sqlite+pysqlite"
+    extensions = (".db", ".sqlite", ".sqlite3")
+    grammar = "sqlite"
+    paramstyles = ("named", "qmark")
+    forbidden_functions = _DENIED_FUNCTIONS
+    typed_columns = False  # SQLite columns hold any type, row by row
+    package = "sqladapter"
+
+    def engine_options(self, url, *, read_only):
+        path = url.database or ":memory:"
+
+        def connect() -> sqlite3.Connection:
+            if read_only:
+                # mode=ro: SQLite itself refuses writes to the file; check_same_thread off
+                # because the pool hands connections to whichever worker thread asks.
+                uri = f"file:{urllib.parse.quote(path)}?mode=ro"
+                conn = sqlite3.connect(
+                    uri, uri=True, check_same_thread=False, detect_types=sqlite3.PARSE_DECLTYPES
+                )
+                conn.set_authorizer(_authorizer)
+                conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+            else:
+                conn = sqlite3.connect(path, check_same_thread=False)
+            return conn
+
+        # A local file needs no pre-ping; keep enough connections for a worker's threads.
+        return {"creator": connect, "poolclass": QueuePool, "pool_size": 8, "max_overflow": 8}
+
+    @contextlib.contextmanager
+    def time_limit(self, connection, timeout_ms: int) -> Iterator[None]:
+        deadline = time.monotonic() + timeout_ms / 1000
+        dbapi_connection = connection.dbapi_connection
+        # Returning true from the progress handler interrupts the statement.
+        dbapi_connection.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
+        try:
+            yield
+        finally:
+            dbapi_connection.set_progress_handler(None, _PROGRESS_STEPS)
+
+    def column_type(self, column, sample):
+        return _STORAGE_CLASSES.get(type(sample)) or super().column_type(column, sample)
+
+    def classify(self, exc):
+        if not isinstance(exc, sqlite3.Error):
+            return None
+        message = str(exc)
+        code = getattr(exc, "sqlite_errorname", None)
+        text = f"sqlite: {message}"
+        lowered = message.lower()
+        if lowered == "interrupted":
+            return errors.QueryTimeoutError("sqlite: the query ran past its time limit and was stopped", code=code)
+        if "not authorized" in lowered or "readonly" in lowered or "read-only" in lowered:
+            return errors.PermissionDeniedError(f"{text}: queries run read-only", code=code)
+        if code in ("SQLITE_BUSY", "SQLITE_LOCKED") or "locked" in lowered:
+            return errors.LockTimeoutError(text, code=code)
+        if code in ("SQLITE_CANTOPEN", "SQLITE_IOERR") or "unable to open" in lowered:
+            return errors.DatabaseUnavailableError(text, code=code)
+        if code in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+            return errors.QueryError(f"{text}: the file is not a usable SQLite database", code=code)
+        if isinstance(exc, sqlite3.Warning) or "one statement at a time" in lowered:
+            return errors.NotReadOnlyError(f"{text}; send exactly one statement", code=code)
+        return errors.QueryError(text, code=code)
+
+
+@hookimpl
+def sqladapter_register_dialects(register):
+    register(SQLite())

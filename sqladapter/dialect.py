@@ -1,0 +1,126 @@
+"""`Dialect`: what a plugin declares about one database.
+
+A plugin subclasses `Dialect`, sets the class attributes, overrides only the methods where its
+database differs from the defaults, and registers an instance from its
+`sqladapter_register_dialects` hook. SQLAlchemy already knows how to connect; a dialect adds
+what SQLAlchemy lacks: which connection strings it claims, how to make a connection read-only
+and time-limited, how its values become JSON, and which of its errors are worth retrying.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Sequence
+
+import sqlalchemy
+
+from . import errors, jsontypes
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL, Engine
+    from sqlalchemy.pool import PoolProxiedConnection
+
+__all__ = ["Dialect"]
+
+# A DB-API cursor.description entry: (name, type_code, display_size, internal_size, precision, scale, null_ok)
+ColumnDescription = Sequence[Any]
+
+
+class Dialect:
+    """One database as sqladapter sees it. Subclass, set the attributes, override what differs."""
+
+    #: Short name users see in outputs and errors: "sqlite", "postgresql".
+    name: ClassVar[str] = ""
+    #: URL schemes (SQLAlchemy drivernames) this dialect claims: ("sqlite", "sqlite+pysqlite").
+    backends: ClassVar[tuple[str, ...]] = ()
+    #: The SQLAlchemy drivername the engine is made with, whichever claimed scheme the user wrote.
+    driver: ClassVar[str] = ""
+    #: File extensions claimed for bare paths (".db"). Non-empty means the database is a file,
+    #: and inline paths are confined to the data directory.
+    extensions: ClassVar[tuple[str, ...]] = ()
+    #: sqlglot grammar used by the read-only guard ("sqlite", "postgres", "mysql", "duckdb").
+    grammar: ClassVar[str | None] = None
+    #: Placeholder styles the driver accepts, best first, from: "named" (:name), "qmark" (?),
+    #: "pyformat" (%(name)s and %s), "numeric_dollar" ($1), "named_dollar" ($name).
+    paramstyles: ClassVar[tuple[str, ...]] = ("qmark",)
+    #: Functions the guard refuses on top of the core's list: side effects, file or network access.
+    forbidden_functions: ClassVar[frozenset[str]] = frozenset()
+    #: False where one column may hold values of different types (SQLite), so every value is checked.
+    typed_columns: ClassVar[bool] = True
+    #: Distribution to pip install for this dialect, named in hints.
+    package: ClassVar[str] = ""
+
+    # -- engines -------------------------------------------------------------------------------
+
+    def engine_options(self, url: URL, *, read_only: bool) -> dict[str, Any]:
+        """Keyword arguments for `sqlalchemy.create_engine` (pool settings, connect_args)."""
+        # A query may be the first after a server restart or an idle timeout: pre-ping on
+        # checkout and recycle before common server-side idle limits.
+        return {"pool_pre_ping": True, "pool_recycle": 1800}
+
+    def on_connect(self, dbapi_connection: Any, *, read_only: bool) -> None:
+        """Prepare each new DB-API connection; with `read_only`, make the session refuse writes."""
+
+    def create_engine(self, url: URL, *, read_only: bool) -> Engine:
+        """Make the pooled engine for a resolved URL. Called once per URL and mode, then cached."""
+        engine = sqlalchemy.create_engine(url, **self.engine_options(url, read_only=read_only))
+
+        def connect(dbapi_connection: Any, _record: Any) -> None:
+            self.on_connect(dbapi_connection, read_only=read_only)
+
+        sqlalchemy.event.listen(engine, "connect", connect)
+        return engine
+
+    def url_for_path(self, path: str) -> URL:
+        """The URL for a bare database file path this dialect claims by extension."""
+        return sqlalchemy.engine.URL.create(self.driver, database=path)
+
+    # -- running a query -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def time_limit(self, connection: PoolProxiedConnection, timeout_ms: int) -> Iterator[None]:
+        """Stop a statement run inside this block after `timeout_ms`; a stopped statement must
+        raise an error that `classify` reports as `QueryTimeoutError`."""
+        yield
+
+    def fetch(
+        self, connection: PoolProxiedConnection, sql: str, params: Any, limit: int
+    ) -> tuple[Sequence[ColumnDescription], list[Sequence[Any]]]:
+        """Execute `sql` and return (cursor.description, at most `limit` rows).
+
+        Never fetch more than `limit` rows from the driver: override with a streaming or
+        server-side cursor where the driver would otherwise buffer the whole result.
+        """
+        cursor = connection.cursor()
+        try:
+            if params is None:
+                cursor.execute(sql)
+            else:
+                cursor.execute(sql, params)
+            description = cursor.description
+            if description is None:
+                return (), []
+            return description, cursor.fetchmany(limit)
+        finally:
+            cursor.close()
+
+    def column_type(self, column: ColumnDescription, sample: Any) -> str:
+        """The type name reported in `columns`; `sample` is the column's first non-null value."""
+        type_code = column[1]
+        if isinstance(type_code, str) and type_code:
+            return type_code
+        return jsontypes.type_name(sample)
+
+    def converter(self, column: ColumnDescription, sample: Any) -> Callable[[Any], Any] | None:
+        """How to turn this column's values into JSON, chosen once per column and result.
+
+        `sample` is the first non-null value. None means the values are JSON already.
+        """
+        return jsontypes.converter_for(sample)
+
+    def classify(self, exc: BaseException) -> errors.SqlAdapterError | None:
+        """Map a driver exception to an error class with its code, or None for the default."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"<Dialect {self.name}>"

@@ -1,0 +1,153 @@
+"""The plugin manager factory and the registry of dialects the plugins register."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .default_plugins import DEFAULT_PLUGINS
+from .dialect import Dialect
+from .errors import UnknownDialectError
+
+ENTRY_POINT_GROUP = "sqladapter"
+
+# Where users look for a dialect that is not installed, by URL scheme.
+KNOWN_PACKAGES = {
+    "duckdb": "sqladapter-duckdb",
+    "mysql": "sqladapter-mysql",
+    "mariadb": "sqladapter-mysql",
+    "postgresql": "sqladapter-postgresql",
+    "postgres": "sqladapter-postgresql",
+}
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """A new manager with the built-in plugins and every installed, not disabled, plugin."""
+    pm = pluggy.PluginManager(hookspecs.NAME)
+    pm.add_hookspecs(hookspecs)
+    for name in _disabled():
+        pm.set_blocked(name)
+    for module_name in DEFAULT_PLUGINS:
+        name = module_name.rsplit(".", 1)[-1]
+        if not pm.is_blocked(name):
+            pm.register(importlib.import_module(module_name), name=name)
+    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    pm.check_pending()
+    return pm
+
+
+def _disabled() -> list[str]:
+    return [n.strip() for n in os.environ.get("SQLADAPTER_DISABLE_PLUGINS", "").split(",") if n.strip()]
+
+
+@dataclass
+class Registry:
+    """The dialects registered by a plugin manager, indexed by name, URL scheme and extension."""
+
+    pm: pluggy.PluginManager
+    by_name: dict[str, Dialect] = field(default_factory=dict)
+    by_backend: dict[str, Dialect] = field(default_factory=dict)
+    by_extension: dict[str, Dialect] = field(default_factory=dict)
+    plugin_of: dict[str, str] = field(default_factory=dict)
+    #: True when made from a manager handed to `reset` rather than the installed plugins.
+    _custom: bool = False
+
+    def collect(self) -> Registry:
+        for impl in self.pm.hook.sqladapter_register_dialects.get_hookimpls():
+            plugin_name = impl.plugin_name
+            impl.function(register=lambda dialect, _p=plugin_name: self.add(dialect, _p))
+        return self
+
+    def add(self, dialect: Dialect, plugin_name: str) -> None:
+        if not isinstance(dialect, Dialect):
+            raise TypeError(f"plugin {plugin_name!r} registered {dialect!r}, which is not a sqladapter.Dialect")
+        if not dialect.name or not dialect.backends or not dialect.driver:
+            raise ValueError(f"plugin {plugin_name!r}: a Dialect needs name, backends and driver")
+        claims = [(self.by_name, dialect.name, "name")]
+        claims += [(self.by_backend, b, "URL scheme") for b in dialect.backends]
+        claims += [(self.by_extension, e.lower(), "file extension") for e in dialect.extensions]
+        for index, key, what in claims:
+            if key in index:
+                other = self.plugin_of[index[key].name]
+                raise ValueError(f"{what} {key!r} is claimed by both plugin {other!r} and plugin {plugin_name!r}")
+        for index, key, _ in claims:
+            index[key] = dialect
+        self.plugin_of[dialect.name] = plugin_name
+
+    def for_backend(self, drivername: str) -> Dialect:
+        dialect = self.by_backend.get(drivername)
+        if dialect is None:
+            backend = drivername.split("+", 1)[0]
+            package = KNOWN_PACKAGES.get(backend, f"sqladapter-{backend}")
+            raise UnknownDialectError(
+                f"no dialect claims '{drivername}://'; installed: {self.describe()}; try: pip install {package}"
+            )
+        return dialect
+
+    def for_extension(self, path: str) -> Dialect:
+        lowered = path.lower()
+        for extension, dialect in self.by_extension.items():
+            if lowered.endswith(extension):
+                return dialect
+        extensions = ", ".join(sorted(self.by_extension)) or "none"
+        raise UnknownDialectError(
+            f"no dialect claims the file {path!r} by its extension (claimed: {extensions}); "
+            "pass a URL such as sqlite:///path, or install the plugin for that file type"
+        )
+
+    def describe(self) -> str:
+        return ", ".join(
+            f"{d.name} ({', '.join(d.backends)})" for d in sorted(self.by_name.values(), key=lambda d: d.name)
+        )
+
+
+_lock = threading.Lock()
+_registry: Registry | None = None
+
+
+def registry() -> Registry:
+    """The registry of the process's plugin manager, made on first use (never at import)."""
+    global _registry
+    if _registry is None:
+        with _lock:
+            if _registry is None:
+                _registry = Registry(get_plugin_manager()).collect()
+    return _registry
+
+
+def reset(pm: pluggy.PluginManager | None = None) -> Registry | None:
+    """Drop the loaded plugins (for tests and reloads); with `pm`, use that manager instead."""
+    global _registry
+    with _lock:
+        _registry = None if pm is None else Registry(pm, _custom=True).collect()
+    from . import connections
+
+    connections.dispose_engines()
+    return _registry
+
+
+def list_plugins(include_builtins: bool = False) -> list[dict[str, Any]]:
+    """Installed plugins as `sqladapter plugins` prints them."""
+    reg = registry()
+    versions = {id(plugin): dist.version for plugin, dist in reg.pm.list_plugin_distinfo()}
+    out = []
+    for name, plugin in sorted(reg.pm.list_name_plugin(), key=lambda item: item[0]):
+        builtin = getattr(plugin, "__name__", "").startswith("sqladapter.default_plugins.")
+        if builtin and not include_builtins:
+            continue
+        out.append(
+            {
+                "name": name,
+                "version": versions.get(id(plugin)),
+                "builtin": builtin,
+                "hooks": [h.name for h in reg.pm.get_hookcallers(plugin) or []],
+                "dialects": sorted(d for d, p in reg.plugin_of.items() if p == name),
+            }
+        )
+    return out

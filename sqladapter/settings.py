@@ -1,0 +1,54 @@
+"""The worker's settings, read from the environment: the caps and policies an operator sets."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from .errors import ConnectionConfigError
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConnectionConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < 1:
+        raise ConnectionConfigError(f"{name}={raw!r} must be at least 1")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Operator settings. Task inputs can lower a limit, never raise it past these caps."""
+
+    #: Where relative database paths resolve, and the only place inline file paths may point.
+    data_dir: Path
+    #: Cap on max_rows (SQLADAPTER_MAX_ROWS).
+    max_rows: int = 10_000
+    #: Cap on timeout_ms (SQLADAPTER_MAX_TIMEOUT_MS).
+    max_timeout_ms: int = 300_000
+    #: Allow passwords inside inline connection strings (SQLADAPTER_ALLOW_INLINE_CREDENTIALS=1).
+    allow_inline_credentials: bool = False
+    #: A TOML file with a [connections] table of named connections (SQLADAPTER_CONNECTIONS_FILE).
+    connections_file: Path | None = None
+
+    default_max_rows = 1000
+    default_timeout_ms = 30_000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        data_dir = Path(environ.get("SQLADAPTER_DATA_DIR") or ".")
+        connections_file = environ.get("SQLADAPTER_CONNECTIONS_FILE")
+        return cls(
+            data_dir=data_dir.absolute(),
+            max_rows=_int(environ, "SQLADAPTER_MAX_ROWS", cls.max_rows),
+            max_timeout_ms=_int(environ, "SQLADAPTER_MAX_TIMEOUT_MS", cls.max_timeout_ms),
+            allow_inline_credentials=environ.get("SQLADAPTER_ALLOW_INLINE_CREDENTIALS", "") in ("1", "true", "yes"),
+            connections_file=Path(connections_file) if connections_file else None,
+        )

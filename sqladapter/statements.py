@@ -1,0 +1,163 @@
+"""Prepared statements: a checked query, its placeholders, and its text in the driver's style.
+
+Users write `:name` placeholders (with an object of parameters) or `?` (with a list), whatever
+the database. The placeholders are found by the dialect's SQL tokenizer, so a `:x` or `?`
+inside a string literal or a comment is left alone, and values are always sent to the driver
+as bound parameters, never spliced into the text.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.tokens import TokenType
+
+from . import guard
+from .errors import InputError, QueryError
+
+if TYPE_CHECKING:
+    from .dialect import Dialect
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SCALARS = (str, int, float, bool, type(None))
+_NAMED_TARGETS = ("named", "pyformat", "named_dollar", "qmark", "numeric_dollar")
+_POSITIONAL_TARGETS = ("qmark", "pyformat", "format", "numeric_dollar")
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A query that passed the guard, ready for one driver."""
+
+    #: The text sent to the driver.
+    sql: str
+    #: "named", "positional", or None when the query has no placeholders.
+    style: str | None
+    #: Named placeholders in order of appearance (repeats kept); empty for positional.
+    names: tuple[str, ...]
+    #: How many placeholders the text holds.
+    count: int
+    #: The driver paramstyle the text was written for.
+    paramstyle: str
+
+    def bind(self, parameters: Mapping[str, Any] | Sequence[Any] | None) -> Any:
+        """The parameters in the form the driver takes, or an InputError naming what is wrong."""
+        if parameters is None or (not parameters and self.style is None):
+            if self.style is not None:
+                missing = sorted(set(self.names)) if self.names else [f"{self.count} positional"]
+                raise InputError(f"missing parameter(s): {', '.join(missing)}; pass them in parameters")
+            return None
+        if isinstance(parameters, Mapping):
+            return self._bind_named(parameters)
+        return self._bind_positional(parameters)
+
+    def _bind_named(self, parameters: Mapping[str, Any]) -> Any:
+        if self.style == "positional":
+            raise InputError("the query uses ? placeholders: pass parameters as a list, in order")
+        _check_values(parameters.items())
+        wanted = set(self.names)
+        missing = sorted(wanted - parameters.keys())
+        unused = sorted(parameters.keys() - wanted)
+        if missing:
+            raise InputError(f"missing parameter(s): {', '.join(missing)}; the query uses :{missing[0]}")
+        if unused:
+            raise InputError(f"unused parameter(s): {', '.join(unused)}; the query has no :{unused[0]} placeholder")
+        if self.paramstyle in ("qmark", "numeric_dollar"):
+            return [parameters[name] for name in self.names]
+        return dict(parameters)
+
+    def _bind_positional(self, parameters: Sequence[Any]) -> Any:
+        if isinstance(parameters, (str, bytes)) or not isinstance(parameters, Sequence):
+            raise InputError("parameters must be an object (for :name placeholders) or a list (for ? placeholders)")
+        if self.style == "named":
+            raise InputError("the query uses :name placeholders: pass parameters as an object")
+        _check_values(enumerate(parameters, 1))
+        if len(parameters) != self.count:
+            raise InputError(
+                f"the query has {self.count} ? placeholder(s) but {len(parameters)} parameter(s) were given"
+            )
+        return list(parameters)
+
+
+def _check_values(items: Any) -> None:
+    for key, value in items:
+        if not isinstance(value, _SCALARS):
+            raise InputError(
+                f"parameter {key} is {type(value).__name__}; values must be JSON scalars "
+                "(string, number, boolean or null)"
+            )
+
+
+@functools.lru_cache(maxsize=1024)
+def prepare(sql: str, dialect: Dialect) -> Statement:
+    """Check `sql` with the guard and write it in the driver's placeholder style (cached)."""
+    tree = guard.parse_one(sql, dialect.grammar)
+    guard.check(tree, sql, dialect.grammar, dialect.forbidden_functions)
+    nodes = list(tree.find_all(exp.Placeholder))
+    spans = _placeholder_spans(sql, dialect.grammar)
+    if len(spans) != len(nodes):
+        raise QueryError("unsupported placeholder syntax: use :name (with an object) or ? (with a list)")
+    names = [name for _, _, name in spans]
+    if not spans:
+        return Statement(sql, None, (), 0, dialect.paramstyles[0])
+    if all(names):
+        style, targets = "named", _NAMED_TARGETS
+    elif not any(names):
+        style, targets = "positional", _POSITIONAL_TARGETS
+    else:
+        raise InputError("the query mixes :name and ? placeholders; use one style")
+    paramstyle = next((s for s in dialect.paramstyles if s in targets), None)
+    if paramstyle is None:
+        raise InputError(f"{dialect.name} does not accept {style} parameters")
+    return Statement(
+        _rewrite(sql, spans, paramstyle),
+        style,
+        tuple(names) if style == "named" else (),
+        len(spans),
+        paramstyle,
+    )
+
+
+def _placeholder_spans(sql: str, grammar: str | None) -> list[tuple[int, int, str]]:
+    tokens = sqlglot.Dialect.get_or_raise(grammar).tokenize(sql)
+    spans = []
+    for i, token in enumerate(tokens):
+        if token.token_type == TokenType.PLACEHOLDER and token.text == "?":
+            spans.append((token.start, token.end + 1, ""))
+        elif token.token_type == TokenType.COLON and i + 1 < len(tokens):
+            following = tokens[i + 1]
+            if following.start == token.end + 1 and _NAME.match(following.text):
+                spans.append((token.start, following.end + 1, following.text))
+    return spans
+
+
+def _rewrite(sql: str, spans: list[tuple[int, int, str]], paramstyle: str) -> str:
+    # Drivers with format-style placeholders read every % in the text, so literal ones double.
+    escape = paramstyle in ("pyformat", "format")
+    parts, position = [], 0
+    for index, (start, end, name) in enumerate(spans, 1):
+        parts.append(sql[position:start])
+        parts.append(_render(paramstyle, name, index))
+        position = end
+    parts.append(sql[position:])
+    if escape:
+        parts = [p.replace("%", "%%") if i % 2 == 0 else p for i, p in enumerate(parts)]
+    return "".join(parts)
+
+
+def _render(paramstyle: str, name: str, index: int) -> str:
+    if paramstyle == "named":
+        return f":{name}"
+    if paramstyle == "named_dollar":
+        return f"${name}"
+    if paramstyle == "numeric_dollar":
+        return f"${index}"
+    if paramstyle == "pyformat" and name:
+        return f"%({name})s"
+    if paramstyle in ("pyformat", "format"):
+        return "%s"
+    return "?"
