@@ -29,16 +29,26 @@ _DENIED_ACTIONS = frozenset(
         "SQLITE_DROP_VIEW SQLITE_DROP_VTABLE"
     ).split()
 )
+# PRAGMAs whose argument names what to read (pragma_table_info('people')), not a value to set.
+_PRAGMAS_READING_AN_ARGUMENT = frozenset(
+    {"table_info", "table_xinfo", "index_info", "index_xinfo", "index_list", "foreign_key_list", "table_list"}
+)
 _DENIED_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"})
 # How many SQLite virtual machine steps run between two checks of the deadline.
 _PROGRESS_STEPS = 1000
+# How long a read waits on a writer's lock before failing with a retryable lock error.
+_BUSY_TIMEOUT_S = 2.0
 
 
 def _authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+    if action == sqlite3.SQLITE_UPDATE and arg1 in ("sqlite_master", "sqlite_schema"):
+        # SQLite asks this while it reads the schema for table-valued PRAGMA functions; real
+        # schema changes are denied as CREATE_*/ALTER/DROP, and the file is open mode=ro.
+        return sqlite3.SQLITE_OK
     if action in _DENIED_ACTIONS:
         return sqlite3.SQLITE_DENY
-    if action == sqlite3.SQLITE_PRAGMA and arg2 is not None:
-        return sqlite3.SQLITE_DENY  # PRAGMA name = value: a write
+    if action == sqlite3.SQLITE_PRAGMA and arg2 is not None and (arg1 or "").lower() not in _PRAGMAS_READING_AN_ARGUMENT:
+        return sqlite3.SQLITE_DENY  # PRAGMA name = value: a setting changed
     if action == sqlite3.SQLITE_FUNCTION and arg2 and arg2.lower() in _DENIED_FUNCTIONS:
         return sqlite3.SQLITE_DENY
     return sqlite3.SQLITE_OK
@@ -52,8 +62,17 @@ def _json_or_text(raw: bytes) -> Any:
         return raw.decode("utf-8", "replace")
 
 
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+# Declared types pick converters (PARSE_DECLTYPES) process-wide. JSON columns come back parsed.
+# Python's own DATE/TIMESTAMP converters raise on text they do not expect (an ISO "T" or a
+# zone), which would fail a whole query, so those columns stay the text SQLite stored.
 sqlite3.register_converter("JSON", _json_or_text)
 sqlite3.register_converter("JSONB", _json_or_text)
+sqlite3.register_converter("DATE", _text)
+sqlite3.register_converter("TIMESTAMP", _text)
 
 _STORAGE_CLASSES = {int: "INTEGER", float: "REAL", str: "TEXT", bytes: "BLOB", type(None): "NULL"}
 
@@ -78,7 +97,11 @@ class SQLite(Dialect):
                 # because the pool hands connections to whichever worker thread asks.
                 uri = f"file:{urllib.parse.quote(path)}?mode=ro"
                 conn = sqlite3.connect(
-                    uri, uri=True, check_same_thread=False, detect_types=sqlite3.PARSE_DECLTYPES
+                    uri,
+                    uri=True,
+                    check_same_thread=False,
+                    detect_types=sqlite3.PARSE_DECLTYPES,
+                    timeout=_BUSY_TIMEOUT_S,
                 )
                 conn.set_authorizer(_authorizer)
                 conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)

@@ -1,0 +1,117 @@
+"""The plugin seam: a dialect registered through the hook from a test module, built-ins, switches."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import pytest
+from click.testing import CliRunner
+
+from sqladapter import Dialect, UnknownDialectError, hookimpl, plugins, run_query
+from sqladapter.cli import cli
+from sqladapter.default_plugins.sqlite import SQLite
+
+
+class Notes(SQLite):
+    """A dialect of our own: SQLite files that end in .notes, under the notes:// scheme."""
+
+    name = "notes"
+    backends = ("notes",)
+    driver = "sqlite+pysqlite"
+    extensions = (".notes",)
+
+
+def _plugin_module(*dialects: Dialect) -> types.ModuleType:
+    module = types.ModuleType("sqladapter_notes_test")
+
+    @hookimpl
+    def sqladapter_register_dialects(register):
+        for dialect in dialects:
+            register(dialect)
+
+    module.sqladapter_register_dialects = sqladapter_register_dialects
+    return module
+
+
+@pytest.fixture
+def with_plugin():
+    def install(*dialects: Dialect):
+        pm = plugins.get_plugin_manager()
+        pm.register(_plugin_module(*dialects), name="notes")
+        return plugins.reset(pm)
+
+    yield install
+    plugins.reset()
+
+
+def test_a_plugin_registered_through_the_hook_serves_queries(with_plugin, data_dir):
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "todo.notes") as conn:
+        conn.execute("CREATE TABLE todo (item TEXT)")
+        conn.execute("INSERT INTO todo VALUES ('write tests')")
+    with_plugin(Notes())
+
+    by_path = run_query(connection_string="todo.notes", query="SELECT item FROM todo")
+    by_url = run_query(connection_string="notes:///todo.notes", query="SELECT item FROM todo")
+
+    assert by_path["dialect"] == by_url["dialect"] == "notes"
+    assert by_path["rows"] == by_url["rows"] == [{"item": "write tests"}]
+
+
+def test_two_plugins_claiming_the_same_scheme_is_an_error_naming_both(with_plugin):
+    class Impostor(Notes):
+        name = "impostor"
+        backends = ("sqlite",)
+        extensions = ()
+
+    with pytest.raises(ValueError, match=r"'sqlite' is claimed by both plugin 'sqlite' and plugin 'notes'"):
+        with_plugin(Impostor())
+
+
+def test_registering_something_that_is_not_a_dialect_is_refused(with_plugin):
+    with pytest.raises(TypeError, match="not a sqladapter.Dialect"):
+        with_plugin(object())
+
+
+def test_builtin_sqlite_goes_through_the_same_hook():
+    pm = plugins.get_plugin_manager()
+    assert pm.get_plugin("sqlite") is not None
+    assert pm.hook.sqladapter_register_dialects.get_hookimpls()
+    assert plugins.registry().by_backend["sqlite"].name == "sqlite"
+
+
+def test_disabled_plugin_is_not_loaded_and_its_urls_say_what_to_install(monkeypatch, data_dir):
+    monkeypatch.setenv("SQLADAPTER_DISABLE_PLUGINS", "duckdb, sqlite")
+    plugins.reset()
+    try:
+        with pytest.raises(UnknownDialectError) as caught:
+            run_query(connection_string="sqlite:///x.db", query="SELECT 1")
+        assert "no dialect claims 'sqlite://'" in caught.value.message
+        assert "try: pip install" in caught.value.message
+        assert not caught.value.retryable
+    finally:
+        monkeypatch.delenv("SQLADAPTER_DISABLE_PLUGINS")
+        plugins.reset()
+
+
+def test_plugins_are_loaded_lazily_not_at_import():
+    code = "import sqladapter, sqladapter.plugins as p; print(p._registry is None)"
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
+def test_plugins_command_lists_builtins_only_with_all():
+    runner = CliRunner()
+    listed = json.loads(runner.invoke(cli, ["plugins"]).output)
+    everything = json.loads(runner.invoke(cli, ["plugins", "--all"]).output)
+
+    assert "sqlite" not in [p["name"] for p in listed]
+    sqlite = next(p for p in everything if p["name"] == "sqlite")
+    assert sqlite["dialects"] == ["sqlite"]
+    assert sqlite["builtin"] is True
+    assert "sqladapter_register_dialects" in sqlite["hooks"]
