@@ -25,5 +25,10 @@ demo: install
 test: install-test
 	$(BIN)/python -m pytest
 
+# Ratios against baselines measured in the same run; writes benchmarks/results.md.
+bench: install
+	$(BIN)/pip install -q orjson
+	$(BIN)/python -m benchmarks.run
+
 clean:
 	rm -rf $(VENV) fake_people.db .pytest_cache
