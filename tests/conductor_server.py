@@ -1,0 +1,364 @@
+"""A small HTTP server speaking the parts of the Conductor API a worker and `register` call.
+
+No Conductor server is installable here, so tests (and benchmarks) run the real
+conductor-python TaskHandler against this one. It serves, under a base path (`/api` like
+Conductor OSS and Orkes, or `/workflow-server/api` like Oracle MicroTx Workflows):
+
+    POST {base}/token                        only when auth is set; otherwise 404 (open mode)
+    GET  {base}/tasks/poll/batch/{type}      hands out queued tasks (long-polls `timeout` ms)
+    POST {base}/tasks/update-v2              records the result, answers the next task or 204;
+                                             404 when built with update_v2=False
+    POST {base}/tasks                        records the result (the SDK's fallback)
+    PUT/POST {base}/metadata/taskdefs        task definitions (one, or a list)
+    GET  {base}/metadata/taskdefs/{name}
+    POST/PUT {base}/metadata/workflow        workflow definitions (one, or a list)
+    GET  {base}/metadata/workflow/{name}
+
+Use:
+    with ConductorServer(base="/api") as server:
+        ids = server.add_tasks("query_sql", [{"connection_string": "a.db", "query": "SELECT 1"}])
+        ... start a worker with CONDUCTOR_SERVER_URL=server.url ...
+        server.wait_for_updates(len(ids), timeout=30)
+        server.final_updates()  # {taskId: last update body}
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterable
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Update:
+    """One task result the worker sent: through which endpoint, and its JSON body."""
+
+    endpoint: str  # "update-v2" or "v1"
+    body: dict[str, Any]
+    received_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def task_id(self) -> str:
+        return self.body.get("taskId", "")
+
+    @property
+    def status(self) -> str:
+        return self.body.get("status", "")
+
+
+@dataclass
+class Poll:
+    task_type: str
+    worker_id: str | None
+    domain: str | None
+    count: int
+    handed_out: int
+
+
+class ConductorServer:
+    """The fake server: a queue of tasks per task type and a record of everything the worker sent."""
+
+    def __init__(
+        self,
+        base: str = "/api",
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        update_v2: bool = True,
+        chain: bool = True,
+        auth: tuple[str, str] | None = None,
+        response_timeout_seconds: int = 300,
+    ):
+        #: Base path the API lives under; the worker's CONDUCTOR_SERVER_URL is `url`.
+        self.base = "/" + base.strip("/")
+        self.host = host
+        self.port = port
+        #: False makes update-v2 answer 404, so the SDK falls back to POST {base}/tasks.
+        self.update_v2 = update_v2
+        #: True: update-v2 answers the next queued task of the same type, like Conductor does.
+        self.chain = chain
+        #: (key id, secret): POST /token hands a token that every other call must carry.
+        self.auth = auth
+        self.token = uuid.uuid4().hex if auth else None
+        self.response_timeout_seconds = response_timeout_seconds
+
+        self._lock = threading.Condition()
+        self._queues: dict[str, deque[dict[str, Any]]] = {}
+        self._tasks: dict[str, dict[str, Any]] = {}
+        self._ids = itertools.count(1)
+        self.updates: list[Update] = []
+        self.polls: list[Poll] = []
+        self.requests: list[tuple[str, str]] = []
+        self.handed_out: list[str] = []
+        self.task_defs: dict[str, dict[str, Any]] = {}
+        self.workflow_defs: dict[tuple[str, int], dict[str, Any]] = {}
+        self.token_requests: list[dict[str, Any]] = []
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> ConductorServer:
+        """Listen on host:port (port 0 picks a free one) in a background thread."""
+        server = self
+
+        class Handler(_Handler):
+            fake = server
+
+        self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="conductor-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening; the records stay readable."""
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        with self._lock:
+            self._lock.notify_all()
+
+    def __enter__(self) -> ConductorServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """The CONDUCTOR_SERVER_URL a worker uses: http://host:port/<base>."""
+        return f"http://{self.host}:{self.port}{self.base}"
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    def add_task(self, task_type: str, input_data: dict[str, Any], *, task_id: str | None = None, **extra: Any) -> str:
+        """Queue one task of `task_type`; return its taskId."""
+        return self.add_tasks(task_type, [input_data], task_ids=[task_id] if task_id else None, **extra)[0]
+
+    def add_tasks(
+        self, task_type: str, inputs: Iterable[dict[str, Any]], *, task_ids: list[str] | None = None, **extra: Any
+    ) -> list[str]:
+        """Queue tasks of `task_type`, one per input; return their taskIds in order."""
+        ids = []
+        with self._lock:
+            queue = self._queues.setdefault(task_type, deque())
+            for i, input_data in enumerate(inputs):
+                n = next(self._ids)
+                task_id = task_ids[i] if task_ids else f"task-{n:06d}"
+                task = {
+                    "taskId": task_id,
+                    "taskType": task_type,
+                    "taskDefName": task_type,
+                    "referenceTaskName": f"{task_type}_ref",
+                    "status": "SCHEDULED",
+                    "inputData": input_data,
+                    "workflowInstanceId": f"wf-{n:06d}",
+                    "workflowType": "test_workflow",
+                    "responseTimeoutSeconds": self.response_timeout_seconds,
+                    "retryCount": 0,
+                    "pollCount": 0,
+                    "seq": n,
+                    **extra,
+                }
+                self._tasks[task_id] = task
+                queue.append(task)
+                ids.append(task_id)
+            self._lock.notify_all()
+        return ids
+
+    def pending(self, task_type: str | None = None) -> int:
+        """Tasks still queued (of one type, or all)."""
+        with self._lock:
+            if task_type is not None:
+                return len(self._queues.get(task_type, ()))
+            return sum(len(q) for q in self._queues.values())
+
+    def _take(self, task_type: str, count: int, worker_id: str | None) -> list[dict[str, Any]]:
+        queue = self._queues.get(task_type)
+        taken = []
+        while queue and len(taken) < count:
+            task = queue.popleft()
+            task["status"] = "IN_PROGRESS"
+            task["pollCount"] += 1
+            task["workerId"] = worker_id
+            self.handed_out.append(task["taskId"])
+            taken.append(dict(task))
+        return taken
+
+    # -- records ---------------------------------------------------------------------------
+
+    def wait_for_updates(self, count: int, timeout: float = 30.0) -> bool:
+        """Wait until at least `count` task updates arrived; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while len(self.updates) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._lock.wait(remaining)
+            return True
+
+    def wait_for(self, predicate: Any, timeout: float = 30.0) -> bool:
+        """Wait until predicate(server) is true; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not predicate(self):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._lock.wait(min(remaining, 0.2))
+            return True
+
+    def updates_for(self, task_id: str) -> list[Update]:
+        with self._lock:
+            return [u for u in self.updates if u.task_id == task_id]
+
+    def final_updates(self) -> dict[str, dict[str, Any]]:
+        """The last update body of each task that was reported, by taskId."""
+        with self._lock:
+            return {u.task_id: u.body for u in self.updates}
+
+    def _record_update(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        with self._lock:
+            self.updates.append(Update(endpoint, body))
+            task = self._tasks.get(body.get("taskId", ""))
+            if task is not None:
+                task["status"] = body.get("status")
+            next_task = None
+            if endpoint == "update-v2" and self.chain and task is not None:
+                taken = self._take(task["taskType"], 1, body.get("workerId"))
+                next_task = taken[0] if taken else None
+            self._lock.notify_all()
+            return next_task
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: ConductorServer
+    protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's HTTP client expects
+
+    def log_message(self, format: str, *args: Any) -> None:  # the tests read records, not access logs
+        pass
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _dispatch(self, method: str) -> None:
+        fake = self.fake
+        parts = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        with fake._lock:
+            fake.requests.append((method, parts.path))
+        if not parts.path.startswith(fake.base + "/"):
+            return self._send(404, {"message": f"not under {fake.base}"})
+        path = parts.path[len(fake.base):]
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            return self._send(400, {"message": "body is not JSON"})
+
+        if path == "/token" and method == "POST":
+            return self._token(body)
+        if fake.auth is not None and self.headers.get("X-Authorization") != fake.token:
+            return self._send(401, {"message": "token invalid", "error": "INVALID_TOKEN"})
+
+        if method == "GET" and path.startswith("/tasks/poll/batch/"):
+            return self._batch_poll(path.rsplit("/", 1)[1], query)
+        if method == "POST" and path == "/tasks/update-v2":
+            if not fake.update_v2:
+                return self._send(404, {"message": "no such endpoint"})
+            next_task = fake._record_update("update-v2", body)
+            return self._send(200, next_task) if next_task else self._send(204, None)
+        if method == "POST" and path == "/tasks":
+            fake._record_update("v1", body)
+            return self._send(200, body.get("taskId", ""), text=True)
+        if path.startswith("/metadata/"):
+            return self._metadata(method, path, query, body)
+        return self._send(404, {"message": f"{method} {path} is not served by the test server"})
+
+    def _token(self, body: Any) -> None:
+        fake = self.fake
+        with fake._lock:
+            fake.token_requests.append(body)
+        if fake.auth is None:
+            return self._send(404, {"message": "no auth in this server"})
+        if not isinstance(body, dict) or (body.get("keyId"), body.get("keySecret")) != fake.auth:
+            return self._send(401, {"message": "bad credentials"})
+        return self._send(200, {"token": fake.token})
+
+    def _batch_poll(self, task_type: str, query: dict[str, str]) -> None:
+        fake = self.fake
+        count = max(1, int(query.get("count", "1")))
+        timeout = int(query.get("timeout", "100")) / 1000
+        deadline = time.monotonic() + timeout
+        with fake._lock:
+            while not fake._queues.get(task_type) and fake._httpd is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                fake._lock.wait(remaining)
+            tasks = fake._take(task_type, count, query.get("workerid"))
+            fake.polls.append(Poll(task_type, query.get("workerid"), query.get("domain"), count, len(tasks)))
+        self._send(200, tasks)
+
+    def _metadata(self, method: str, path: str, query: dict[str, str], body: Any) -> None:
+        fake = self.fake
+        with fake._lock:
+            if path == "/metadata/taskdefs" and method in ("PUT", "POST"):
+                for task_def in body if isinstance(body, list) else [body]:
+                    fake.task_defs[task_def["name"]] = task_def
+                return self._send(200, None)
+            if path.startswith("/metadata/taskdefs/") and method == "GET":
+                task_def = fake.task_defs.get(path.rsplit("/", 1)[1])
+                return self._send(200, task_def) if task_def else self._send(404, {"message": "no such task"})
+            if path == "/metadata/workflow" and method in ("PUT", "POST"):
+                overwrite = query.get("overwrite", "true").lower() == "true"
+                for workflow in body if isinstance(body, list) else [body]:
+                    key = (workflow["name"], int(workflow.get("version") or 1))
+                    if key in fake.workflow_defs and method == "POST" and not overwrite:
+                        return self._send(409, {"message": f"workflow {key[0]} v{key[1]} exists"})
+                    fake.workflow_defs[key] = workflow
+                return self._send(200, None)
+            if path.startswith("/metadata/workflow/") and method == "GET":
+                name = path.split("/")[3]
+                versions = [v for (n, v) in fake.workflow_defs if n == name]
+                if not versions:
+                    return self._send(404, {"message": f"no workflow {name}"})
+                version = int(query.get("version") or max(versions))
+                workflow = fake.workflow_defs.get((name, version))
+                return self._send(200, workflow) if workflow else self._send(404, {"message": "no such version"})
+        return self._send(404, {"message": f"{method} {path} is not served by the test server"})
+
+    def _send(self, status: int, payload: Any, *, text: bool = False) -> None:
+        if status == 204:
+            data = b""
+        elif text:
+            data = str(payload).encode()
+        else:
+            data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain" if text else "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if data:
+            self.wfile.write(data)
