@@ -10,10 +10,13 @@ nothing below it.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+import orjson
 
 from . import connections, jsontypes, statements
 from .errors import (
@@ -138,7 +141,44 @@ def run_query(task_input: Mapping[str, Any] | None = None, /, *, settings: Setti
         output["value"] = None if first is None else (first[0] if request.shape == "arrays" else first[columns[0]["name"]])
     output["dialect"] = target.dialect.name
     output["elapsedMs"] = round((time.perf_counter() - started) * 1000, 3)
+    _fit_output(output, settings.max_output_bytes)
     return output
+
+
+def _json_size(value: Any) -> int:
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:  # a value outside orjson's types (e.g. an int past 64 bits from a custom converter)
+        return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode())
+
+
+def _fit_output(output: dict[str, Any], budget: int) -> None:
+    """Drop trailing rows until the output's JSON fits `budget` bytes, and mark it truncated.
+
+    Workflow engines refuse or offload big task outputs (Conductor past 3 MB), so a result
+    over the budget returns its first rows with `truncated: true` rather than failing.
+    """
+    size = _json_size(output)
+    if size <= budget:
+        return
+    rows = output.get("rows")
+    if rows:
+        fixed = size - _json_size(rows) + 2  # everything but the rows, plus the brackets
+        kept, used = 0, fixed
+        for row in rows:
+            used += _json_size(row) + (1 if kept else 0)
+            if used > budget:
+                break
+            kept += 1
+        if kept:
+            del rows[kept:]
+            output["rowCount"] = kept
+            output["truncated"] = True
+            return
+    raise InputError(
+        f"the output is {size} bytes, over the {budget}-byte output budget (SQLADAPTER_MAX_OUTPUT_BYTES) "
+        "even with a single row; select fewer or narrower columns"
+    )
 
 
 def _execute(target: connections.Target, sql: str, params: Any, limit: int, timeout_ms: int) -> tuple[Any, list]:
