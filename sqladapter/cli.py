@@ -87,17 +87,102 @@ def plugins(include_builtins: bool) -> None:
 
 @cli.command()
 @click.argument("connection", required=False)
+@click.option("--dataset", type=click.Choice(["people", "orders", "all"]), default="people", show_default=True,
+              help="people, orders (seeds people first if missing), or both.")
+@click.option("--rows", type=click.IntRange(min=1), help="Rows per table (default: 5 people, the tutorial's, and 20 orders).")
+@click.option("--random-seed", type=int, default=1, show_default=True, help="Same seed, same rows, on every database.")
 @click.option("--force", is_flag=True, help="Drop and recreate a table that already exists.")
-def seed(connection: str | None, force: bool) -> None:
-    """Create the demo people table in CONNECTION (default fake_people.db)."""
+def seed(connection: str | None, dataset: str, rows: int | None, random_seed: int, force: bool) -> None:
+    """Create demo tables in CONNECTION (default fake_people.db) and print what was done.
+
+    CONNECTION is a URL (duckdb:///demo.duckdb, postgresql://user@host/db), a database file
+    path (demo.db, demo.duckdb), or @NAME for the named connection SQLADAPTER_CONNECTION_NAME.
+    Tables that exist are left as they are unless --force.
+    """
     from .seed import seed as run_seed
 
     target = _connection_input(connection) if connection else {}
+    bars: dict[str, Any] = {}
+    # A bar only where someone watches and there is something to wait for.
+    show_bars = sys.stdout.isatty() and (rows or 0) >= 100_000
+
+    def progress(table: str, done: int, total: int) -> None:
+        bar = bars.get(table)
+        if bar is None:
+            bar = bars[table] = click.progressbar(length=total, label=f"seeding {table}")
+            bar.__enter__()
+        bar.update(done - bar.pos)
+        if done >= total:
+            bar.__exit__(None, None, None)
+
     try:
-        result = run_seed(**target, force=force)
+        results = run_seed(**target, dataset=dataset, rows=rows, random_seed=random_seed, force=force,
+                           progress=progress if show_bars else None)
     except SqlAdapterError as exc:
         _fail(exc)
-    click.echo(result.summary())
+    finally:
+        for bar in bars.values():
+            if not bar.finished:
+                bar.__exit__(None, None, None)
+    for result in results:
+        click.echo(result.summary())
+
+
+def _task_names(extra: tuple[str, ...]) -> list[str]:
+    from .engines import TASK_NAME
+
+    return list(dict.fromkeys((TASK_NAME, *extra)))
+
+
+@cli.command()
+@click.option("--engine", type=click.Choice(["conductor", "rochallor"]), default="conductor", show_default=True,
+              help="The workflow engine to serve.")
+@click.option("--task-name", "task_names", multiple=True, metavar="NAME",
+              help="Also serve task type NAME (repeatable); --task-name query_sqlite serves the tutorial's workflow.")
+@click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Conductor: tasks run at once per task name.")
+@click.option("--domain", help="Conductor: poll tasks of this domain only.")
+@click.option("--poll-interval", type=click.FloatRange(min=1), default=100, show_default=True, metavar="MS",
+              help="Conductor: milliseconds between polls when the queue is empty.")
+@click.option("--register", is_flag=True, help="Conductor: register the task definition(s) at startup.")
+@click.option("--owner-email", default="sqladapter@example.com", show_default=True,
+              help="Conductor: ownerEmail of registered definitions (Conductor OSS requires one).")
+@click.option("--grace-period", type=click.FloatRange(min=0), default=30, show_default=True, metavar="SECONDS",
+              help="On SIGTERM/SIGINT, how long running tasks may take to finish.")
+@click.option("--url", help="Rochallor: the engine's base URL.")
+@click.option("--worker-id", help="The worker's identity reported to the engine (default: host name).")
+@click.option("--parallelism", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Rochallor: jobs run at once.")
+@click.option("--result-variable", default="sqlResult", show_default=True,
+              help="Rochallor: the instance variable the output is stored under.")
+def worker(engine, task_names, threads, domain, poll_interval, register, owner_email, grace_period, url, worker_id,
+           parallelism, result_variable) -> None:
+    """Serve query_sql tasks to a workflow engine until SIGTERM or Ctrl-C.
+
+    Conductor (Conductor OSS, Orkes, Oracle MicroTx Workflows): the server and its auth come
+    from CONDUCTOR_SERVER_URL (ending in /api, or /workflow-server/api for MicroTx),
+    CONDUCTOR_AUTH_KEY and CONDUCTOR_AUTH_SECRET; the SDK's CONDUCTOR_WORKER_* variables
+    override --threads, --domain, --poll-interval and --worker-id.
+    """
+    names = _task_names(task_names)
+    announce = lambda line: click.echo(line, err=True)  # noqa: E731
+    if engine == "rochallor":
+        if not url:
+            raise click.UsageError("--engine rochallor needs --url, the Rochallor engine's base URL")
+        try:
+            from .engines import rochallor
+        except ImportError as exc:
+            raise click.ClickException(f"{exc}; install the extra: pip install 'sqladapter[rochallor]'") from None
+        sys.exit(rochallor.serve(url, names, worker_id=worker_id, parallelism=parallelism,
+                                 result_variable=result_variable, grace_seconds=grace_period, announce=announce))
+    from .engines import conductor
+
+    workers = [
+        conductor.make_worker(name, threads=threads, domain=domain, poll_interval_ms=poll_interval,
+                              worker_id=worker_id, register=register, owner_email=owner_email)
+        for name in names
+    ]
+    sys.exit(conductor.serve(workers, grace_seconds=grace_period, announce=announce))
 
 
 def main() -> None:

@@ -1,0 +1,12 @@
+"""Workflow-engine bindings: one small module per engine, each a thin shell over `run_query`.
+
+An engine module turns the engine's task or job into a `run_query` input, and the output or
+`SqlAdapterError` back into the engine's result, mapping `retryable` to the engine's retry
+status. The query path never imports an engine.
+
+    conductor  Conductor OSS, Orkes Conductor, Oracle MicroTx Workflows (conductor-python)
+    rochallor  the Rochallor workflow engine (rochallor-sdk, the `rochallor` extra)
+"""
+
+#: The task type every engine serves; `--task-name` adds aliases.
+TASK_NAME = "query_sql"

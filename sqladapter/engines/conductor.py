@@ -1,0 +1,285 @@
+"""The Conductor binding: the `query_sql` worker function, and the TaskHandler that serves it.
+
+Conductor OSS, Orkes Conductor and Oracle MicroTx Workflows schedule the task; the
+conductor-python SDK polls it. This module deliberately has no `from __future__ import
+annotations`: the SDK inspects the worker function's annotations at run time and fails every
+task when they are strings.
+
+Stopping: the SDK's `stop_processes` kills worker processes mid-task. `serve` instead sends
+each worker process SIGTERM, on which the process stops polling, ends the update-v2 chain
+after the task in hand, reports every task it holds, and exits; only a process still busy
+after the grace period is killed.
+"""
+
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+from conductor.client.automator.task_handler import TaskHandler
+from conductor.client.automator.task_runner import TaskRunner
+from conductor.client.configuration.configuration import Configuration
+from conductor.client.http.models.task import Task
+from conductor.client.http.models.task_def import TaskDef
+from conductor.client.http.models.task_result import TaskResult
+from conductor.client.http.models.task_result_status import TaskResultStatus
+from conductor.client.worker.worker import Worker
+from conductor.client.worker.worker_config import resolve_worker_config
+
+from ..errors import SqlAdapterError, redact
+from ..query import run_query
+from ..settings import Settings
+from . import TASK_NAME
+
+log = logging.getLogger("sqladapter.worker")
+
+DEFAULT_THREADS = 4
+DEFAULT_POLL_INTERVAL_MS = 100
+DEFAULT_GRACE_SECONDS = 30.0
+DEFAULT_OWNER_EMAIL = "sqladapter@example.com"
+
+
+def task_input(input_data: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """The run_query input of a Conductor task: its inputData without engine-reserved `_` keys."""
+    # Conductor fills inputData from the task's inputParameters, so any other key is the
+    # user's typo and run_query refuses it; keys starting with "_" are the engine's own
+    # (Orkes adds `_createdBy` and the like) and never a query field.
+    return {key: value for key, value in (input_data or {}).items() if not key.startswith("_")}
+
+
+def execute_query_task(task: Task) -> TaskResult:
+    """Run a `query_sql` task: COMPLETED with the query output, else FAILED or FAILED_WITH_TERMINAL_ERROR."""
+    result = TaskResult(task_id=task.task_id, workflow_instance_id=task.workflow_instance_id, worker_id=task.worker_id)
+    try:
+        output = run_query(task_input(task.input_data))
+    except SqlAdapterError as exc:
+        return failed_result(result, exc)
+    except Exception:
+        # A bug, not a database answer: the traceback goes to the worker log only, since it
+        # may quote values from the connection or the rows.
+        log.exception("task %s (%s): unexpected error", task.task_id, task.task_def_name)
+        message = f"unexpected error in the sqladapter worker (task {task.task_id}); the worker's log has the details"
+        result.status = TaskResultStatus.FAILED
+        result.reason_for_incompletion = message
+        result.output_data = {"error": {"type": "internal", "message": message, "retryable": True, "code": None}}
+        result.log(message)
+        return result
+    result.status = TaskResultStatus.COMPLETED
+    result.output_data = output
+    if output.get("truncated"):
+        result.log(
+            f"output truncated to {output['rowCount']} rows by max_rows or SQLADAPTER_MAX_OUTPUT_BYTES; "
+            "page with LIMIT/OFFSET or a WHERE clause to get the rest"
+        )
+    return result
+
+
+def failed_result(result: TaskResult, exc: SqlAdapterError) -> TaskResult:
+    """Fill `result` for a failed query: retryable errors FAILED, others FAILED_WITH_TERMINAL_ERROR."""
+    message = redact(exc.message)
+    error = {**exc.to_dict(), "message": message}
+    result.status = TaskResultStatus.FAILED if exc.retryable else TaskResultStatus.FAILED_WITH_TERMINAL_ERROR
+    result.reason_for_incompletion = message
+    result.output_data = {"error": error}
+    result.log(f"{exc.type}: {message}")
+    if exc.retryable:
+        result.log("retryable: Conductor runs the task again per its definition's retryCount and retryDelaySeconds")
+    else:
+        result.log("terminal: running the same input again cannot succeed; fix the task input or the query")
+    return result
+
+
+def task_definition(name: str = TASK_NAME, owner_email: str = DEFAULT_OWNER_EMAIL, settings: Optional[Settings] = None) -> TaskDef:
+    """The task definition `register` and `worker --register` send for task type `name`."""
+    settings = settings or Settings.from_env()
+    # A query may run up to the operator's timeout cap; the server must not declare the
+    # worker dead before that query has had the chance to finish and report.
+    response_timeout = int(settings.max_timeout_ms / 1000) + 30
+    retry_count = 3
+    return TaskDef(
+        name=name,
+        description="Run one parameterized, read-only SQL query and return JSON rows (sqladapter)",
+        owner_email=owner_email,
+        retry_count=retry_count,
+        retry_logic="EXPONENTIAL_BACKOFF",
+        retry_delay_seconds=5,
+        backoff_scale_factor=2,
+        response_timeout_seconds=response_timeout,
+        timeout_seconds=(retry_count + 1) * response_timeout + 5 * (2**retry_count),
+        timeout_policy="TIME_OUT_WF",
+        input_keys=["connection_string", "connection", "query", "parameters", "max_rows", "timeout_ms", "shape", "fetch"],
+        output_keys=["columns", "rowCount", "truncated", "rows", "row", "value", "dialect", "elapsedMs", "error"],
+    )
+
+
+# -- stopping a worker process without dropping tasks -----------------------------------------
+
+_stopping = threading.Event()
+_runner: Optional[TaskRunner] = None
+
+
+def _find_runner(frame: Any) -> Optional[TaskRunner]:
+    # The SDK gives a worker no handle on the TaskRunner that drives it; the runner is
+    # always up the main thread's stack (TaskRunner.run), which is where signals land.
+    while frame is not None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, TaskRunner):
+            return candidate
+        frame = frame.f_back
+    return None
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    global _runner
+    _stopping.set()
+    _runner = _runner or _find_runner(frame)
+    if _runner is not None:
+        # update-v2 answers with the next task and the SDK runs it at once; the v1 update
+        # answers nothing, so each in-flight chain ends with the task it holds.
+        _runner._use_update_v2 = False
+
+
+def _unpickled_by_spawn() -> bool:
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "spawn_main" and frame.f_globals.get("__name__") == "multiprocessing.spawn":
+            return True
+        frame = frame.f_back
+    return False
+
+
+class QueryWorker(Worker):
+    """The SDK's Worker for one task name, plus a stop that drains instead of killing."""
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        super().__setstate__(state)
+        # Unpickling by multiprocessing's spawn bootstrap runs in the worker process's main
+        # thread before its TaskRunner starts: the one place to install that process's handler.
+        if threading.current_thread() is threading.main_thread() and _unpickled_by_spawn():
+            signal.signal(signal.SIGTERM, _on_sigterm)
+
+    @property
+    def paused(self) -> bool:
+        if not _stopping.is_set():
+            return self._paused
+        if threading.current_thread() is threading.main_thread():
+            self._finish_when_drained()
+        return True
+
+    @paused.setter
+    def paused(self, value: bool) -> None:
+        self._paused = bool(value)
+
+    @staticmethod
+    def _finish_when_drained() -> None:
+        # Called by the runner's main loop right before it would poll, so no task can be
+        # handed to the pool between this check and the loop's exit.
+        global _runner
+        _runner = _runner or _find_runner(sys._getframe(1))
+        if _runner is None:
+            return
+        _runner._use_update_v2 = False
+        if all(future.done() for future in list(_runner._running_tasks)):
+            _runner._shutdown = True
+
+
+def make_worker(
+    name: str = TASK_NAME,
+    *,
+    threads: int = DEFAULT_THREADS,
+    domain: Optional[str] = None,
+    poll_interval_ms: float = DEFAULT_POLL_INTERVAL_MS,
+    worker_id: Optional[str] = None,
+    register: bool = False,
+    owner_email: str = DEFAULT_OWNER_EMAIL,
+) -> QueryWorker:
+    """A worker serving task type `name` with the query_sql function."""
+    return QueryWorker(
+        task_definition_name=name,
+        execute_function=execute_query_task,
+        poll_interval=poll_interval_ms,
+        domain=domain,
+        worker_id=worker_id,
+        thread_count=threads,
+        register_task_def=register,
+        task_def_template=task_definition(name, owner_email) if register else None,
+    )
+
+
+def effective_settings(worker: Worker) -> Dict[str, Any]:
+    """The worker's settings after the SDK's CONDUCTOR_WORKER_* environment overrides."""
+    return resolve_worker_config(
+        worker_name=worker.task_definition_name,
+        poll_interval=worker.poll_interval,
+        domain=worker.domain,
+        worker_id=worker.worker_id,
+        thread_count=worker.thread_count,
+        register_task_def=worker.register_task_def,
+    )
+
+
+def startup_line(configuration: Configuration, workers: List[Worker], dialects: List[str]) -> str:
+    """One line naming the server (no credentials), task names, threads and installed dialects."""
+    tasks = []
+    for worker in workers:
+        config = effective_settings(worker)
+        extra = f", domain {config['domain']}" if config.get("domain") else ""
+        tasks.append(f"{worker.task_definition_name} ({config['thread_count']} threads{extra})")
+    auth = "key " + configuration.authentication_settings.key_id if configuration.authentication_settings else "none"
+    return (
+        f"sqladapter worker: server {redact(configuration.host)} (auth: {auth}); "
+        f"tasks {', '.join(tasks)}; dialects {', '.join(dialects) or 'none'}"
+    )
+
+
+def serve(
+    workers: List[QueryWorker],
+    *,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    announce: Callable[[str], None] = print,
+    configuration: Optional[Configuration] = None,
+) -> int:
+    """Run the workers under a TaskHandler until SIGTERM or SIGINT, then drain and return 0."""
+    from ..plugins import registry
+
+    configuration = configuration or Configuration()
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    handler = TaskHandler(workers=workers, configuration=configuration, scan_for_annotated_workers=False)
+    try:
+        handler.start_processes()
+        announce(startup_line(configuration, workers, sorted(registry().by_name)))
+        while not stop.wait(0.5):
+            pass
+        announce(f"sqladapter worker: stopping; running tasks get up to {grace_seconds:g}s to finish")
+        _drain(handler, grace_seconds)
+    finally:
+        handler.stop_processes()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    announce("sqladapter worker: stopped")
+    return 0
+
+
+def _drain(handler: TaskHandler, grace_seconds: float) -> None:
+    # The SDK's monitor restarts worker processes that exit; these are meant to.
+    handler._monitor_stop_event.set()
+    processes = [p for p in handler.task_runner_processes if p is not None and p.is_alive()]
+    for process in processes:
+        process.terminate()  # SIGTERM: the worker process stops polling and finishes its tasks
+    deadline = time.monotonic() + grace_seconds
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            log.warning(
+                "worker process %s still busy after %gs; killing it (its tasks time out on the server "
+                "and are retried)",
+                process.pid,
+                grace_seconds,
+            )
+            process.kill()
+            process.join(1.0)
+    log.info("worker processes exited: %s", ", ".join(f"{p.pid}={p.exitcode}" for p in processes))
