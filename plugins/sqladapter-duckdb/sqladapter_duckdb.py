@@ -1,0 +1,240 @@
+"""DuckDB for sqladapter: `duckdb:///file.duckdb` URLs and bare `.duckdb` / `.ddb` paths.
+
+Read-only by DuckDB's own configuration: the file is opened `read_only`, external access
+(files, URLs, COPY, ATTACH, INSTALL/LOAD) is switched off, extensions are neither installed
+nor loaded on demand, and the configuration is locked so a query cannot switch any of it back
+on. A query past its time limit is stopped with `connection.interrupt()` from one shared
+watchdog thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import json
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+import duckdb
+
+from sqladapter import (
+    DatabaseUnavailableError,
+    Dialect,
+    LockTimeoutError,
+    PermissionDeniedError,
+    QueryError,
+    QueryTimeoutError,
+    hookimpl,
+    jsontypes,
+)
+
+# Table functions and scalar functions that read files or URLs, run SQL given as a string, or
+# reveal secrets. External access is off anyway; refusing them in the parser gives a clear
+# message before the query reaches the database.
+FORBIDDEN_FUNCTIONS = frozenset(
+    {
+        "read_csv",
+        "read_csv_auto",
+        "read_text",
+        "read_blob",
+        "read_parquet",
+        "parquet_scan",
+        "parquet_metadata",
+        "parquet_schema",
+        "parquet_file_metadata",
+        "parquet_kv_metadata",
+        "read_json",
+        "read_json_auto",
+        "read_json_objects",
+        "read_json_objects_auto",
+        "read_ndjson",
+        "read_ndjson_auto",
+        "read_ndjson_objects",
+        "read_xlsx",
+        "read_duckdb",
+        "sniff_csv",
+        "glob",
+        "query",
+        "query_table",
+        "iceberg_scan",
+        "delta_scan",
+        "st_read",
+        "sqlite_scan",
+        "postgres_scan",
+        "mysql_scan",
+        "duckdb_secrets",
+        "which_secret",
+        "checkpoint",
+        "force_checkpoint",
+    }
+)
+
+# Every connection a read-only engine opens gets exactly this configuration; DuckDB refuses a
+# second connection to the same file with a different one, so it never varies.
+READ_ONLY_CONFIG = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+
+_MEMORY = ("", ":memory:")
+
+
+class _Watchdog:
+    """One daemon thread that interrupts connections whose deadline has passed.
+
+    A thread per query would cost more than a point lookup itself.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._heap: list[tuple[float, int]] = []
+        self._watched: dict[int, Any] = {}
+        self._tokens = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, deadline: float, connection: Any) -> int:
+        """Interrupt `connection` at `deadline` (time.monotonic) unless released first."""
+        token = next(self._tokens)
+        with self._condition:
+            self._watched[token] = connection
+            heapq.heappush(self._heap, (deadline, token))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="sqladapter-duckdb-watchdog", daemon=True)
+                self._thread.start()
+            if self._heap[0][1] == token:
+                self._condition.notify()
+        return token
+
+    def release(self, token: int) -> None:
+        """Stop watching; once this returns, that connection will not be interrupted for it."""
+        with self._condition:
+            self._watched.pop(token, None)
+            # Released entries stay in the heap until they surface; rebuild when they dominate.
+            if len(self._heap) > 64 and len(self._heap) > 4 * len(self._watched):
+                self._heap = [entry for entry in self._heap if entry[1] in self._watched]
+                heapq.heapify(self._heap)
+
+    def _run(self) -> None:
+        with self._condition:
+            while True:
+                while self._heap and self._heap[0][1] not in self._watched:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._condition.wait()
+                    continue
+                deadline, token = self._heap[0]
+                delay = deadline - time.monotonic()
+                if delay > 0:
+                    self._condition.wait(delay)
+                    continue
+                heapq.heappop(self._heap)
+                connection = self._watched.pop(token)
+                # Under the lock, so `release` returning means no late interrupt; an interrupt
+                # that lands between two queries is harmless (the next query resets it).
+                with contextlib.suppress(Exception):
+                    connection.interrupt()
+                # This daemon thread outlives the interpreter's cleanup; holding the connection
+                # while it waits would keep DuckDB objects alive past shutdown.
+                del connection
+
+
+_watchdog = _Watchdog()
+
+
+def _json_value(raw: Any) -> Any:
+    return jsontypes.to_json(json.loads(raw)) if isinstance(raw, str) else jsontypes.to_json(raw)
+
+
+def _pairs(value: dict) -> list[list[Any]]:
+    return [[jsontypes.to_json(k), jsontypes.to_json(v)] for k, v in value.items()]
+
+
+class DuckDB(Dialect):
+    name = "duckdb"
+    backends = ("duckdb",)
+    driver = "duckdb"
+    extensions = (".duckdb", ".ddb")
+    grammar = "duckdb"
+    paramstyles = ("qmark",)
+    forbidden_functions = FORBIDDEN_FUNCTIONS
+    package = "sqladapter-duckdb"
+
+    def engine_options(self, url, *, read_only):
+        options: dict[str, Any] = {
+            # A local file: nothing to ping, nothing to recycle. Statements autocommit and the
+            # database is read-only, so there is nothing to roll back on return either.
+            "pool_reset_on_return": None,
+        }
+        if read_only:
+            connect_args: dict[str, Any] = {"config": dict(READ_ONLY_CONFIG)}
+            if (url.database or "") not in _MEMORY:
+                connect_args["read_only"] = True
+            options["connect_args"] = connect_args
+        return options
+
+    @contextlib.contextmanager
+    def time_limit(self, connection, timeout_ms: int) -> Iterator[None]:
+        token = _watchdog.watch(time.monotonic() + timeout_ms / 1000, connection.dbapi_connection)
+        try:
+            yield
+        finally:
+            _watchdog.release(token)
+
+    def fetch(self, connection, sql, params, limit):
+        # The engine's connection wrapper forwards to the DuckDB connection; its cursor would
+        # only add a layer. DuckDB streams the result, so fetchmany reads `limit` rows at most.
+        con = connection.dbapi_connection
+        if params is None:
+            con.execute(sql)
+        else:
+            con.execute(sql, params)
+        description = con.description
+        if description is None:
+            return (), []
+        return description, con.fetchmany(limit)
+
+    def column_type(self, column, sample):
+        return str(column[1])
+
+    def converter(self, column, sample) -> Callable[[Any], Any] | None:
+        duck_type = column[1]
+        kind = getattr(duck_type, "id", None)
+        if kind == "json" or str(duck_type) == "JSON":
+            return _json_value
+        if kind == "union":
+            # Each row may hold a different member type.
+            return jsontypes.to_json
+        if kind == "map":
+            key_type = dict(duck_type.children).get("key")
+            if key_type is not None and getattr(key_type, "id", None) != "varchar":
+                return _pairs
+        return jsontypes.converter_for(sample)
+
+    def classify(self, exc):
+        if not isinstance(exc, duckdb.Error):
+            return None
+        code = type(exc).__name__
+        text = f"duckdb: {str(exc).strip()}"
+        lowered = text.lower()
+        if isinstance(exc, duckdb.InterruptException):
+            return QueryTimeoutError("duckdb: the query ran past its time limit and was stopped", code=code)
+        if isinstance(exc, duckdb.PermissionException) or "read-only mode" in lowered or "configuration has been locked" in lowered:
+            return PermissionDeniedError(
+                f"{text} (queries run read-only, without access to files, URLs or extensions)", code=code
+            )
+        if isinstance(exc, duckdb.TransactionException) and "conflict" in lowered:
+            return LockTimeoutError(text, code=code)
+        if isinstance(exc, (duckdb.IOException, duckdb.ConnectionException, duckdb.FatalException)):
+            return DatabaseUnavailableError(text, code=code)
+        if isinstance(exc, duckdb.OutOfMemoryException):
+            return QueryError(f"{text}; select fewer rows or columns, or aggregate in the query", code=code)
+        return QueryError(text, code=code)
+
+
+@hookimpl
+def sqladapter_register_dialects(register):
+    register(DuckDB())

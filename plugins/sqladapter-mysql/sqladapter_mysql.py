@@ -1,0 +1,235 @@
+"""MySQL 8 and MariaDB for sqladapter, through PyMySQL: `mysql://`, `mysql+pymysql://`, `mariadb://`.
+
+Every connection of a read-only engine starts with `SET SESSION TRANSACTION READ ONLY`, so
+the server refuses writes whatever the parser let through. Time limits are the server's own
+(`max_execution_time` on MySQL, `max_statement_time` on MariaDB) with the client's socket read
+timeout as a backstop, and `sql_select_limit` keeps the server from sending more rows than a
+task can use. Both are session variables, set only when they change, so a run of queries with
+the same limits costs no extra round trip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from typing import Any, Callable, Iterator
+
+import pymysql
+from pymysql.constants import FIELD_TYPE
+from pymysql.cursors import SSCursor
+
+from sqladapter import (
+    ConnectionConfigError,
+    DatabaseUnavailableError,
+    LockTimeoutError,
+    PermissionDeniedError,
+    QueryError,
+    QueryTimeoutError,
+    Dialect,
+    hookimpl,
+    jsontypes,
+)
+
+# Functions with effects outside the one statement: file reads, named locks held past the
+# query, waits on replication, sequences that advance. SLEEP and BENCHMARK stay allowed: the
+# time limit stops them.
+FORBIDDEN_FUNCTIONS = frozenset(
+    {
+        "load_file",
+        "get_lock",
+        "release_lock",
+        "release_all_locks",
+        "master_pos_wait",
+        "source_pos_wait",
+        "master_gtid_wait",
+        "wait_for_executed_gtid_set",
+        "wait_until_sql_thread_after_gtids",
+        "nextval",
+        "setval",
+        "lastval",
+        "sys_exec",
+        "sys_eval",
+    }
+)
+
+# Server error numbers by what they mean for a retry.
+_ACCESS_DENIED = frozenset({1044, 1045, 1142, 1143, 1227, 1370, 1698})
+_READ_ONLY = frozenset({1792, 1290, 1836})
+_UNAVAILABLE = frozenset({1040, 1053, 1081, 1152, 1158, 1159, 1160, 1161, 1927, 2002, 2003, 2005, 2006, 2013, 2055, 4031})
+_LOCKS = frozenset({1205, 1213})
+_TIME_LIMIT = frozenset({3024, 1969, 1317, 1028})
+_UNKNOWN_DATABASE = 1049
+_LOST_DURING_QUERY = 2013
+
+# How long past its time limit a query may run before the client gives up on the socket.
+BACKSTOP_SECONDS = 2.0
+# Until the first query sets it, a connection waits at most this long for the server.
+INITIAL_READ_TIMEOUT = 60
+
+_TYPE_NAMES = {
+    getattr(FIELD_TYPE, name): name for name in dir(FIELD_TYPE) if name.isupper() and isinstance(getattr(FIELD_TYPE, name), int)
+}
+_TYPE_NAMES.update(
+    {
+        FIELD_TYPE.NEWDECIMAL: "DECIMAL",
+        FIELD_TYPE.TINY: "TINYINT",
+        FIELD_TYPE.SHORT: "SMALLINT",
+        FIELD_TYPE.LONG: "INT",
+        FIELD_TYPE.INT24: "MEDIUMINT",
+        FIELD_TYPE.LONGLONG: "BIGINT",
+        FIELD_TYPE.VAR_STRING: "VARCHAR",
+        FIELD_TYPE.STRING: "CHAR",
+        FIELD_TYPE.NEWDATE: "DATE",
+    }
+)
+_BINARY_OR_TEXT = frozenset({FIELD_TYPE.BLOB, FIELD_TYPE.TINY_BLOB, FIELD_TYPE.MEDIUM_BLOB, FIELD_TYPE.LONG_BLOB})
+
+# connection.info keys: what the session variables are set to, and the time limit asked for.
+_SESSION = "sqladapter.mysql.session"
+_TIMEOUT_MS = "sqladapter.mysql.timeout_ms"
+_MARIADB = "sqladapter.mysql.mariadb"
+
+
+def _json_value(raw: Any) -> Any:
+    if isinstance(raw, (bytes, bytearray)):
+        raw = raw.decode("utf-8")
+    return jsontypes.to_json(json.loads(raw))
+
+
+def _bits(raw: bytes) -> int:
+    return int.from_bytes(raw, "big")
+
+
+def _abandon(cursor: Any) -> None:
+    # Left alone, the cursor's close (and the result's finalizer) would read the rest of the
+    # rows off a socket that is about to be closed.
+    result = cursor._result
+    if result is not None:
+        result.unbuffered_active = False
+    cursor.connection = None
+
+
+class MySQL(Dialect):
+    name = "mysql"
+    backends = ("mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql")
+    driver = "mysql+pymysql"
+    grammar = "mysql"
+    paramstyles = ("pyformat",)
+    forbidden_functions = FORBIDDEN_FUNCTIONS
+    package = "sqladapter-mysql"
+
+    def engine_options(self, url, *, read_only):
+        options = super().engine_options(url, read_only=read_only)
+        connect_args: dict[str, Any] = {"connect_timeout": 10, "read_timeout": INITIAL_READ_TIMEOUT}
+        if read_only:
+            # Each statement is its own read-only transaction, so there is nothing to roll back
+            # when a connection returns to the pool: that ROLLBACK would be a round trip per query.
+            connect_args["autocommit"] = True
+            options["pool_reset_on_return"] = None
+        options["connect_args"] = connect_args
+        return options
+
+    def on_connect(self, dbapi_connection, *, read_only):
+        if read_only:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SET SESSION TRANSACTION READ ONLY")
+
+    @contextlib.contextmanager
+    def time_limit(self, connection, timeout_ms: int) -> Iterator[None]:
+        dbapi_connection = connection.dbapi_connection
+        connection.info[_TIMEOUT_MS] = timeout_ms
+        # The server stops the statement at the limit; the socket timeout only catches a server
+        # that stopped answering altogether.
+        backstop = timeout_ms / 1000 + BACKSTOP_SECONDS
+        dbapi_connection._read_timeout = backstop
+        started = time.monotonic()
+        try:
+            yield
+        except pymysql.err.OperationalError as exc:
+            if exc.args and exc.args[0] == _LOST_DURING_QUERY and time.monotonic() - started >= backstop:
+                connection.invalidate(exc)
+                raise QueryTimeoutError(
+                    f"mysql: no answer within {backstop:.1f}s of a {timeout_ms} ms time limit; the connection was closed",
+                    code=_LOST_DURING_QUERY,
+                ) from None
+            raise
+
+    def fetch(self, connection, sql, params, limit):
+        dbapi_connection = connection.dbapi_connection
+        info = connection.info
+        session = (info.get(_TIMEOUT_MS, 0), limit)
+        if info.get(_SESSION) != session:
+            self._set_session(dbapi_connection, info, *session)
+        cursor: Any = dbapi_connection.cursor(SSCursor)
+        try:
+            cursor.execute(sql, params)
+            description = cursor.description
+            if description is None:
+                return (), []
+            rows = cursor.fetchmany(limit)
+            if len(rows) == limit and cursor.fetchone() is not None:
+                # More rows are coming (the query's own LIMIT beats sql_select_limit). Reading
+                # them all to reuse the connection could take long; closing it stops the server.
+                _abandon(cursor)
+                cursor = None
+                connection.invalidate()
+            return description, rows
+        finally:
+            if cursor is not None:
+                with contextlib.suppress(pymysql.err.Error):
+                    cursor.close()
+
+    def _set_session(self, dbapi_connection: Any, info: dict, timeout_ms: int, limit: int) -> None:
+        mariadb = info.get(_MARIADB)
+        if mariadb is None:
+            mariadb = info[_MARIADB] = "mariadb" in dbapi_connection.get_server_info().lower()
+        if mariadb:
+            limit_sql = f"max_statement_time = {timeout_ms / 1000:.3f}"
+        else:
+            limit_sql = f"max_execution_time = {int(timeout_ms)}"
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET SESSION {limit_sql}, sql_select_limit = {int(limit)}")
+        info[_SESSION] = (timeout_ms, limit)
+
+    def column_type(self, column, sample):
+        type_code = column[1]
+        if type_code in _BINARY_OR_TEXT:
+            return "TEXT" if isinstance(sample, str) else "BLOB"
+        return _TYPE_NAMES.get(type_code) or super().column_type(column, sample)
+
+    def converter(self, column, sample) -> Callable[[Any], Any] | None:
+        type_code = column[1]
+        if type_code == FIELD_TYPE.JSON:
+            return _json_value
+        if type_code == FIELD_TYPE.BIT and isinstance(sample, (bytes, bytearray)):
+            return _bits
+        return jsontypes.converter_for(sample)
+
+    def classify(self, exc):
+        if not isinstance(exc, pymysql.err.MySQLError):
+            return None
+        number = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        detail = exc.args[1] if len(exc.args) > 1 else str(exc)
+        text = f"mysql: {detail}" + (f" ({number})" if number else "")
+        if number in _ACCESS_DENIED:
+            return PermissionDeniedError(f"{text}; check the user, password and grants of the connection", code=number)
+        if number in _READ_ONLY:
+            return PermissionDeniedError(f"{text}: queries run read-only", code=number)
+        if number in _TIME_LIMIT:
+            return QueryTimeoutError(f"{text}: the query ran past its time limit and was stopped", code=number)
+        if number in _LOCKS:
+            return LockTimeoutError(text, code=number)
+        if number == _UNKNOWN_DATABASE:
+            return ConnectionConfigError(f"{text}; check the database name in the connection", code=number)
+        if number in _UNAVAILABLE or isinstance(exc, pymysql.err.InterfaceError):
+            return DatabaseUnavailableError(text, code=number)
+        if number is not None and number >= 2000:
+            # Client-side errors (2xxx): the connection, not the query, went wrong.
+            return DatabaseUnavailableError(text, code=number)
+        return QueryError(text, code=number)
+
+
+@hookimpl
+def sqladapter_register_dialects(register):
+    register(MySQL())

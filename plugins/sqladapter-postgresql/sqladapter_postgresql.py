@@ -1,0 +1,229 @@
+"""PostgreSQL for sqladapter, through psycopg 3: `postgresql://`, `postgresql+psycopg://`, `postgres://`.
+
+Connections of a read-only engine start with `default_transaction_read_only=on` and run each
+statement as its own (therefore read-only) transaction. The server reports that setting back to
+the client whenever it changes (PostgreSQL 14 and later), so before every query the dialect
+checks, without a round trip, that no earlier statement switched it off, and switches it back
+on if one did. Servers that do not report it get `BEGIN READ ONLY` around every query instead.
+`statement_timeout` is the time limit, set only when it changes. Rows are streamed and the
+query is cancelled once `limit` rows have arrived, so a huge result never crosses the wire.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Iterator
+
+import psycopg
+from psycopg.postgres import types as pg_types
+
+from sqladapter import (
+    ConnectionConfigError,
+    DatabaseUnavailableError,
+    Dialect,
+    LockTimeoutError,
+    PermissionDeniedError,
+    QueryError,
+    QueryTimeoutError,
+    hookimpl,
+    jsontypes,
+)
+
+log = logging.getLogger("sqladapter.postgresql")
+
+# Functions that read server files, write, signal other sessions, change settings, run SQL
+# given as a string, or notify listeners. pg_sleep stays allowed: the time limit stops it.
+# (lo_* and pg_advisory_* are refused by the core as families.)
+FORBIDDEN_FUNCTIONS = frozenset(
+    {
+        "pg_read_file",
+        "pg_read_binary_file",
+        "pg_ls_dir",
+        "pg_ls_logdir",
+        "pg_ls_waldir",
+        "pg_ls_tmpdir",
+        "pg_ls_archive_statusdir",
+        "pg_ls_logicalsnapdir",
+        "pg_ls_logicalmapdir",
+        "pg_ls_replslotdir",
+        "pg_stat_file",
+        "pg_file_write",
+        "pg_file_rename",
+        "pg_file_unlink",
+        "pg_file_sync",
+        "pg_logdir_ls",
+        "dblink",
+        "dblink_exec",
+        "dblink_connect",
+        "dblink_connect_u",
+        "dblink_send_query",
+        "set_config",
+        "nextval",
+        "setval",
+        "pg_terminate_backend",
+        "pg_cancel_backend",
+        "pg_reload_conf",
+        "pg_rotate_logfile",
+        "pg_switch_wal",
+        "pg_create_restore_point",
+        "pg_promote",
+        "pg_backup_start",
+        "pg_backup_stop",
+        "pg_start_backup",
+        "pg_stop_backup",
+        "pg_notify",
+        "pg_logical_emit_message",
+        "pg_create_logical_replication_slot",
+        "pg_create_physical_replication_slot",
+        "pg_drop_replication_slot",
+        "pg_stat_reset",
+        "pg_stat_reset_shared",
+        "pg_stat_reset_single_table_counters",
+        "pg_stat_reset_single_function_counters",
+        "pg_log_backend_memory_contexts",
+        "pg_import_system_collations",
+        "query_to_xml",
+        "query_to_xmlschema",
+        "query_to_xml_and_xmlschema",
+        "cursor_to_xml",
+        "cursor_to_xmlschema",
+    }
+)
+
+_READ_ONLY_OPTION = "-c default_transaction_read_only=on"
+_READ_ONLY_SETTING = "default_transaction_read_only"
+
+# connection.info key: the statement_timeout set on the session.
+_TIMEOUT_MS = "sqladapter.postgresql.timeout_ms"
+
+# json, jsonb and their arrays: one column may hold objects, arrays, strings and numbers.
+_JSON_OIDS = frozenset({114, 199, 3802, 3807})
+
+# Rows fetched per network chunk; chunked streaming needs libpq 17, older ones stream row by row.
+_CHUNKED = psycopg.pq.version() >= 170000
+_MAX_CHUNK = 10_000
+
+# SQLSTATEs (and classes) by what they mean for a retry.
+_UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03", "53300", "53000"})
+_LOCK_STATES = frozenset({"55P03"})
+_READ_ONLY_STATES = frozenset({"25006"})
+_ACCESS_STATES = frozenset({"42501"})
+_UNKNOWN_DATABASE = "3D000"
+# Connection failures carry no SQLSTATE in psycopg; these are the server's words for a refusal.
+_AUTH_PHRASES = ("password authentication failed", "no pg_hba.conf entry", "does not exist", "authentication failed")
+
+
+class PostgreSQL(Dialect):
+    name = "postgresql"
+    backends = ("postgresql", "postgresql+psycopg", "postgres")
+    driver = "postgresql+psycopg"
+    grammar = "postgres"
+    paramstyles = ("pyformat",)
+    forbidden_functions = FORBIDDEN_FUNCTIONS
+    package = "sqladapter-postgresql"
+
+    def engine_options(self, url, *, read_only):
+        options = super().engine_options(url, read_only=read_only)
+        connect_args: dict[str, Any] = {"connect_timeout": 10}
+        if read_only:
+            existing = url.query.get("options")
+            if isinstance(existing, tuple):
+                existing = " ".join(existing)
+            connect_args["options"] = f"{existing} {_READ_ONLY_OPTION}" if existing else _READ_ONLY_OPTION
+            options["isolation_level"] = "AUTOCOMMIT"
+        options["connect_args"] = connect_args
+        return options
+
+    def on_connect(self, dbapi_connection, *, read_only):
+        if read_only and dbapi_connection.info.parameter_status(_READ_ONLY_SETTING) is None:
+            # A server that does not report the setting (before PostgreSQL 14): psycopg wraps
+            # every query in BEGIN READ ONLY, which no statement inside can undo.
+            dbapi_connection.autocommit = False
+            dbapi_connection.read_only = True
+
+    @contextlib.contextmanager
+    def time_limit(self, connection, timeout_ms: int) -> Iterator[None]:
+        dbapi_connection = connection.dbapi_connection
+        info = connection.info
+        if not dbapi_connection.autocommit:
+            dbapi_connection.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+        elif info.get(_TIMEOUT_MS) != timeout_ms:
+            dbapi_connection.execute(f"SET statement_timeout = {int(timeout_ms)}")
+            info[_TIMEOUT_MS] = timeout_ms
+        yield
+
+    def fetch(self, connection, sql, params, limit):
+        dbapi_connection = connection.dbapi_connection
+        if dbapi_connection.autocommit:
+            self._ensure_read_only(dbapi_connection)
+        cursor = dbapi_connection.cursor()
+        try:
+            stream = cursor.stream(sql, params, size=min(limit, _MAX_CHUNK) if _CHUNKED else 1)
+            rows = []
+            try:
+                for row in stream:
+                    rows.append(row)
+                    if len(rows) >= limit:
+                        break
+            finally:
+                # Closing the stream early cancels the query on the server.
+                stream.close()
+            description = cursor.description
+            if description is None:
+                return (), []
+            return description, rows
+        finally:
+            cursor.close()
+
+    def _ensure_read_only(self, dbapi_connection: Any) -> None:
+        status = dbapi_connection.info.parameter_status(_READ_ONLY_SETTING)
+        if status != "on":
+            log.warning("postgresql: %s was %s on a pooled connection; setting it back on", _READ_ONLY_SETTING, status)
+            dbapi_connection.execute(f"SET SESSION {_READ_ONLY_SETTING} = on")
+
+    def column_type(self, column, sample):
+        oid = column[1]
+        info = pg_types.get(oid) if isinstance(oid, int) else None
+        if info is None:
+            return super().column_type(column, sample)
+        return f"{info.name}[]" if info.array_oid == oid and info.oid != oid else info.name
+
+    def converter(self, column, sample):
+        if column[1] in _JSON_OIDS:
+            return jsontypes.to_json
+        return jsontypes.converter_for(sample)
+
+    def classify(self, exc):
+        if not isinstance(exc, psycopg.Error):
+            return None
+        state = exc.sqlstate or ""
+        message = str(exc).strip()
+        text = f"postgresql: {message}" + (f" ({state})" if state else "")
+        lowered = message.lower()
+        if state == "57014":
+            return QueryTimeoutError("postgresql: the query ran past its time limit and was cancelled", code=state)
+        if state in _READ_ONLY_STATES:
+            return PermissionDeniedError(f"{text}: queries run read-only", code=state)
+        if state.startswith("28") or state in _ACCESS_STATES:
+            return PermissionDeniedError(f"{text}; check the user, password and grants of the connection", code=state)
+        if state == _UNKNOWN_DATABASE:
+            return ConnectionConfigError(f"{text}; check the database name in the connection", code=state)
+        if state.startswith("40") or state in _LOCK_STATES:
+            return LockTimeoutError(text, code=state)
+        if state.startswith("08") or state in _UNAVAILABLE_STATES:
+            return DatabaseUnavailableError(text, code=state)
+        if not state and isinstance(exc, psycopg.OperationalError):
+            if "database" in lowered and "does not exist" in lowered:
+                return ConnectionConfigError(f"{text}; check the database name in the connection")
+            if any(phrase in lowered for phrase in _AUTH_PHRASES):
+                return PermissionDeniedError(f"{text}; check the user, password and grants of the connection")
+            return DatabaseUnavailableError(text)
+        if isinstance(exc, psycopg.InterfaceError):
+            return DatabaseUnavailableError(text, code=state or None)
+        return QueryError(text, code=state or None)
+
+
+@hookimpl
+def sqladapter_register_dialects(register):
+    register(PostgreSQL())
