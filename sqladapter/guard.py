@@ -56,7 +56,47 @@ CORE_FORBIDDEN_FUNCTIONS = frozenset(
         "pg_read_binary_file",
         "dblink",
         "dblink_exec",
+        # PostgreSQL functions that signal other sessions, write the WAL or the server's files,
+        # notify listeners, or run SQL held in a string (which this check never sees).
+        "pg_notify",
+        "pg_terminate_backend",
+        "pg_cancel_backend",
+        "pg_reload_conf",
+        "pg_rotate_logfile",
+        "pg_switch_wal",
+        "pg_promote",
+        "pg_logical_emit_message",
+        "pg_stat_file",
+        "pg_import_system_collations",
+        "pg_log_backend_memory_contexts",
+        "query_to_xml",
+        "query_to_xmlschema",
+        "query_to_xml_and_xmlschema",
+        "cursor_to_xml",
+        "cursor_to_xmlschema",
+        "loread",
+        "lowrite",
     }
+)
+
+# Function name prefixes refused the same way: lock, large-object, remote-connection, directory
+# listing, server-file, statistics-reset, backup and replication families.
+_FORBIDDEN_PREFIXES = (
+    "pg_advisory",
+    "pg_try_advisory",
+    "lo_",
+    "dblink",
+    "pg_ls_",
+    "pg_file_",
+    "pg_stat_reset",
+    "pg_backup_",
+    "pg_start_backup",
+    "pg_stop_backup",
+    "pg_create_",
+    "pg_drop_replication",
+    "pg_copy_",
+    "pg_replication_",
+    "pg_wal_replay_",
 )
 
 # EXPLAIN is not parsed by every grammar; its options are skipped and the statement it
@@ -67,14 +107,26 @@ _EXPLAIN = re.compile(
 )
 
 
+_EXECUTABLE_COMMENT = ("!", "M!")
+
+
 def parse_one(sql: str, grammar: str | None) -> exp.Expression:
     """Parse `sql` as exactly one statement, or raise."""
     if not isinstance(sql, str) or not sql.strip():
         raise InputError("query is empty: give one SELECT statement")
     try:
-        statements = [s for s in sqlglot.parse(sql, read=grammar) if s is not None]
+        dialect = sqlglot.Dialect.get_or_raise(grammar)
+        tokens = dialect.tokenize(sql)
+        statements = [s for s in dialect.parser().parse(tokens, sql) if s is not None]
     except SqlglotError as exc:
         raise QueryError(f"cannot parse the query as {grammar or 'SQL'}: {_first_line(exc)}") from None
+    # MySQL and MariaDB run the text of /*! ... */ and /*M! ... */ comments as SQL, so a
+    # statement that parses as a harmless SELECT could write a file or take a lock there.
+    if any(c.startswith(_EXECUTABLE_COMMENT) for token in tokens for c in token.comments or ()):
+        raise NotReadOnlyError(
+            "the query holds an executable comment (/*! ... */ or /*M! ... */), which the server would "
+            "run as SQL; remove it or write its contents as plain SQL"
+        )
     if not statements:
         raise InputError("query is empty: give one SELECT statement")
     if len(statements) > 1:
@@ -110,7 +162,7 @@ def check(tree: exp.Expression, sql: str, grammar: str | None, forbidden_functio
 
 
 def _is_forbidden_family(name: str) -> bool:
-    return name.startswith(("pg_advisory", "pg_try_advisory", "lo_"))
+    return name.startswith(_FORBIDDEN_PREFIXES)
 
 
 def _kind(node: exp.Expression) -> str:
