@@ -10,7 +10,7 @@ and time-limited, how its values become JSON, and which of its errors are worth 
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
 import sqlalchemy
 
@@ -104,6 +104,15 @@ class Dialect:
         finally:
             cursor.close()
 
+    def keeps_connection(self, connection: PoolProxiedConnection) -> bool:
+        """Whether a worker thread may keep this connection between queries, out of the pool.
+
+        Say yes only where `fetch` leaves nothing open behind it (no transaction, autocommit or
+        none needed, no session state a later query must not see): a kept connection skips the
+        pool's checkout, pre-ping and rollback-on-return. A failed query still returns it.
+        """
+        return False
+
     def column_type(self, column: ColumnDescription, sample: Any) -> str:
         """The type name reported in `columns`; `sample` is the column's first non-null value."""
         type_code = column[1]
@@ -122,5 +131,53 @@ class Dialect:
         """Map a driver exception to an error class with its code, or None for the default."""
         return None
 
+    # -- seeding: the only writes, on a read-write connection ----------------------------------
+
+    def bulk_insert(
+        self,
+        dbapi_connection: Any,
+        table: str,
+        columns: Sequence[str],
+        batches: Iterable[Sequence[Sequence[Any]]],
+    ) -> int:
+        """Insert `batches` (lists of row tuples) into `table`; return the row count. The caller commits.
+
+        `table` and `columns` arrive quoted. Override with the database's bulk path (COPY, ...).
+        """
+        marks = ", ".join(_placeholders(self.paramstyles, len(columns)))
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+        cursor = dbapi_connection.cursor()
+        count = 0
+        try:
+            for batch in batches:
+                cursor.executemany(sql, batch)
+                count += len(batch)
+        finally:
+            cursor.close()
+        return count
+
+    def replace_table(self, connection: sqlalchemy.Connection, staging: str, table: str) -> None:
+        """Put the loaded `staging` table in place of `table`, inside the caller's transaction.
+
+        Correct where DDL is transactional (SQLite, PostgreSQL, DuckDB); override where it is not.
+        Both names arrive quoted.
+        """
+        connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+        connection.exec_driver_sql(f"ALTER TABLE {staging} RENAME TO {table}")
+
     def __repr__(self) -> str:
         return f"<Dialect {self.name}>"
+
+
+def _placeholders(paramstyles: Sequence[str], count: int) -> list[str]:
+    # Positional placeholders in the first style the driver accepts that has one.
+    for style in paramstyles:
+        if style == "qmark":
+            return ["?"] * count
+        if style in ("pyformat", "format"):
+            return ["%s"] * count
+        if style == "numeric_dollar":
+            return [f"${i}" for i in range(1, count + 1)]
+        if style == "numeric":
+            return [f":{i}" for i in range(1, count + 1)]
+    raise ValueError(f"no positional placeholder style among {paramstyles}")

@@ -1,39 +1,78 @@
 """Demo datasets and the only code that writes: `sqladapter seed`.
 
 Seeding opens its own read-write engine through the dialect, never the read-only query path.
-A table is loaded under a temporary name and swapped in within one transaction, so a seed that
-is interrupted leaves the old table or the complete new one, never a half-filled table.
+Each table is loaded under a staging name and swapped in by the dialect (`Dialect.replace_table`),
+so a seed that is interrupted leaves the old table or the complete new one, never a half-filled
+table. Rows are generated the same way whatever the dialect, so one `random_seed` gives the same
+rows in SQLite, DuckDB, MySQL and PostgreSQL.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
+import functools
+import itertools
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
 
 from . import connections
+from .errors import InputError, SqlAdapterError, redact
+from .query import _classify
 from .settings import Settings
 
 # Installed wheels carry the fixtures inside the package; a source checkout keeps them at the top.
 _HERE = Path(__file__).resolve().parent
 FIXTURES = _HERE / "fixtures" if (_HERE / "fixtures").is_dir() else _HERE.parent / "fixtures"
 DEFAULT_CONNECTION = "fake_people.db"
-BATCH_ROWS = 10_000
+DATASETS = ("people", "orders")
+#: Rows per table when --rows is not given: the tutorial's five people, and a few orders for them.
+DEFAULT_ROWS = {"people": 5, "orders": 20}
+DEFAULT_RANDOM_SEED = 1
+#: Rows generated and loaded per batch. Generated rows depend on it: changing it changes the data.
+CHUNK_ROWS = 10_000
+STAGING_SUFFIX = "__loading"
+
+BIRTH_DATES = (dt.date(1940, 1, 1), dt.date(2008, 12, 31))
+ORDER_TIMES = (dt.datetime(2021, 1, 1), dt.datetime(2025, 12, 31, 23, 59, 59))
+ORDER_STATUSES = {"delivered": 55, "shipped": 15, "paid": 12, "placed": 10, "cancelled": 5, "returned": 3}
+
+#: Called after each loaded batch with (table, rows loaded so far, rows in total).
+Progress = Callable[[str, int, int], None]
+Batch = Sequence[Sequence[Any]]
 
 
 def people_table(metadata: sa.MetaData, name: str = "people") -> sa.Table:
+    """The people table; on SQLite every column is text, as in the tutorial's fake_people.db."""
     return sa.Table(
         name,
         metadata,
         sa.Column("name", sa.String(100), nullable=False),
         sa.Column("surname", sa.String(100), nullable=False),
-        sa.Column("birth_date", sa.String(10), nullable=False),
+        sa.Column("birth_date", sa.Date().with_variant(sa.String(10), "sqlite"), nullable=False),
         sa.Column("zip_code", sa.String(5), nullable=False),
     )
+
+
+def orders_table(metadata: sa.MetaData, name: str = "orders") -> sa.Table:
+    """The orders table; `person` is the 1-based number of a row in people, in seeding order."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.Integer, nullable=False),
+        sa.Column("person", sa.Integer, nullable=False),
+        sa.Column("ordered_at", sa.DateTime().with_variant(sa.TIMESTAMP(), "sqlite"), nullable=False),
+        sa.Column("amount", sa.Numeric(10, 2), nullable=False),
+        sa.Column("status", sa.String(10), nullable=False),
+    )
+
+
+TABLES: dict[str, Callable[[sa.MetaData, str], sa.Table]] = {"people": people_table, "orders": orders_table}
 
 
 def tutorial_people() -> list[dict[str, str]]:
@@ -42,8 +81,108 @@ def tutorial_people() -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+# -- generation: plain Python, no database, the same rows for the same seed everywhere ------------
+
+
+@functools.cache
+def _name_pools() -> tuple[list[str], list[float], list[str], list[float]]:
+    # Faker's own en_US name lists and frequencies, drawn from with a seeded random.Random:
+    # the same realistic names as Faker's first_name()/last_name(), about 150 times faster
+    # (Faker's per-call overhead makes a million people take two minutes).
+    from faker.providers.person.en_US import Provider
+
+    first, last = Provider.first_names, Provider.last_names
+    return (
+        list(first),
+        list(itertools.accumulate(first.values())),
+        list(last),
+        list(itertools.accumulate(last.values())),
+    )
+
+
+@functools.cache
+def _birth_dates() -> list[str]:
+    start, end = (d.toordinal() for d in BIRTH_DATES)
+    return [dt.date.fromordinal(day).isoformat() for day in range(start, end + 1)]
+
+
+@functools.cache
+def _zip_codes() -> list[str]:
+    # The range Faker's en_US postcode() draws from.
+    return [f"{code:05d}" for code in range(501, 99951)]
+
+
+def _chunks(count: int, random_seed: int, dataset: str, make: Callable[[random.Random, int], Batch]) -> Iterator[Batch]:
+    # Every chunk is generated whole from its own seeded Random, then cut: the first N rows are
+    # the same whatever N, and no chunk depends on how the others were consumed.
+    for index in range((count + CHUNK_ROWS - 1) // CHUNK_ROWS):
+        rng = random.Random(f"sqladapter/{dataset}/{random_seed}/{index}")
+        rows = make(rng, CHUNK_ROWS)
+        yield rows[: min(CHUNK_ROWS, count - index * CHUNK_ROWS)]
+
+
+def _make_people(rng: random.Random, n: int) -> list[tuple[str, str, str, str]]:
+    first, first_weights, last, last_weights = _name_pools()
+    return list(
+        zip(
+            rng.choices(first, cum_weights=first_weights, k=n),
+            rng.choices(last, cum_weights=last_weights, k=n),
+            rng.choices(_birth_dates(), k=n),
+            rng.choices(_zip_codes(), k=n),
+        )
+    )
+
+
+def generate_people(rows: int, random_seed: int = DEFAULT_RANDOM_SEED) -> Iterator[Batch]:
+    """People in batches: the tutorial's five first, then generated ones (same seed, same rows)."""
+    tutorial = [(p["name"], p["surname"], p["birth_date"], p["zip_code"]) for p in tutorial_people()]
+    head = tutorial[:rows]
+    if head:
+        yield head
+    yield from _chunks(rows - len(head), random_seed, "people", _make_people)
+
+
+def generate_orders(rows: int, people: int, random_seed: int = DEFAULT_RANDOM_SEED) -> Iterator[Batch]:
+    """Orders in batches, each for one of `people` people (numbered from 1), ids from 1."""
+    if people < 1:
+        raise InputError("orders need people: seed the people dataset first (sqladapter seed --dataset people)")
+    start = ORDER_TIMES[0]
+    seconds = range(int((ORDER_TIMES[1] - start).total_seconds()) + 1)
+    persons = range(1, people + 1)
+    cents = range(500, 100_000)
+    statuses, weights = list(ORDER_STATUSES), list(ORDER_STATUSES.values())
+
+    def make(rng: random.Random, n: int) -> list[tuple[Any, ...]]:
+        return [
+            (
+                person,
+                # ISO 8601 with "T": the form the query path gives every database's timestamps,
+                # so SQLite, which keeps it as text, reads back the same.
+                (start + dt.timedelta(seconds=second)).isoformat(),
+                f"{amount // 100}.{amount % 100:02d}",
+                status,
+            )
+            for person, second, amount, status in zip(
+                rng.choices(persons, k=n),
+                rng.choices(seconds, k=n),
+                rng.choices(cents, k=n),
+                rng.choices(statuses, weights=weights, k=n),
+            )
+        ]
+
+    next_id = 1
+    for batch in _chunks(rows, random_seed, "orders", make):
+        yield [(next_id + i, *row) for i, row in enumerate(batch)]
+        next_id += len(batch)
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class SeedResult:
+    """What one table's seeding did."""
+
     table: str
     rows: int
     database: str
@@ -51,8 +190,9 @@ class SeedResult:
     created: bool
 
     def summary(self) -> str:
+        """The one line the CLI prints."""
         if not self.created:
-            return f"{self.table}: already seeded in {self.database} ({self.rows} rows); --force recreates it"
+            return f"{self.table}: already seeded in {self.database} ({self.rows} rows), left as it is; --force recreates it"
         return f"{self.table}: {self.rows} rows into {self.database} in {self.seconds:.2f}s"
 
 
@@ -60,43 +200,99 @@ def seed(
     connection_string: str | None = None,
     connection: str | None = None,
     *,
+    dataset: str = "people",
+    rows: int | None = None,
+    random_seed: int = DEFAULT_RANDOM_SEED,
     force: bool = False,
     settings: Settings | None = None,
-) -> SeedResult:
-    """Create and fill the people table unless it exists (or `force`)."""
+    progress: Progress | None = None,
+) -> list[SeedResult]:
+    """Create and fill the dataset's tables unless they exist (or `force`); one result per table.
+
+    `dataset` is "people", "orders" (seeds people first if missing) or "all". `rows` is the row
+    count of each table (default: five people, twenty orders).
+    """
+    if dataset not in (*DATASETS, "all"):
+        raise InputError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)} or all")
+    if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
+        raise InputError(f"rows must be a positive integer, got {rows!r}")
     settings = settings or Settings.from_env()
     if connection_string is None and connection is None:
         connection_string = DEFAULT_CONNECTION
     target = connections.resolve(connection_string, connection, settings=settings, read_only=False)
+    try:
+        results = []
+        with target.engine.connect() as conn:
+            if dataset in ("people", "all") or not _exists(conn, "people"):
+                results.append(_seed_table(target, conn, "people", rows, random_seed, force, progress))
+            if dataset in ("orders", "all"):
+                results.append(_seed_table(target, conn, "orders", rows, random_seed, force, progress))
+        return results
+    except SqlAdapterError as exc:
+        exc.message = redact(exc.message, target.secrets)
+        exc.args = (exc.message,)
+        raise
+    except Exception as exc:
+        raise _classify(target, getattr(exc, "orig", None) or exc) from None
+    finally:
+        # Write connections are not kept: an embedded database (DuckDB) allows one writer
+        # process, and the query path opens the file again read-only.
+        target.engine.dispose()
+
+
+def _exists(conn: sa.Connection, table: str) -> bool:
+    return sa.inspect(conn).has_table(table)
+
+
+def _count(conn: sa.Connection, table: str) -> int:
+    quoted = conn.dialect.identifier_preparer.quote(table)
+    return int(conn.exec_driver_sql(f"SELECT COUNT(*) FROM {quoted}").scalar_one())
+
+
+def _seed_table(
+    target: connections.Target,
+    conn: sa.Connection,
+    table: str,
+    rows: int | None,
+    random_seed: int,
+    force: bool,
+    progress: Progress | None,
+) -> SeedResult:
+    if _exists(conn, table) and not force:
+        return SeedResult(table, _count(conn, table), target.label, 0.0, created=False)
     started = time.perf_counter()
-    engine = target.engine
-    table_name = "people"
-    if sa.inspect(engine).has_table(table_name) and not force:
-        with engine.connect() as conn:
-            count = conn.execute(sa.text(f"SELECT COUNT(*) FROM {table_name}")).scalar_one()
-        return SeedResult(table_name, count, target.label, 0.0, created=False)
-    rows = tutorial_people()
-    _load_and_swap(engine, table_name, rows)
-    return SeedResult(table_name, len(rows), target.label, time.perf_counter() - started, created=True)
+    total = rows if rows is not None else DEFAULT_ROWS[table]
+    if table == "people":
+        batches = generate_people(total, random_seed)
+    else:
+        batches = generate_orders(total, _count(conn, "people"), random_seed)
+    loaded = _load_and_swap(target, conn, table, _reporting(batches, table, total, progress))
+    return SeedResult(table, loaded, target.label, time.perf_counter() - started, created=True)
 
 
-def _load_and_swap(engine: sa.Engine, table_name: str, rows: Iterable[dict[str, Any]]) -> None:
-    staging_name = f"{table_name}__loading"
-    metadata = sa.MetaData()
-    staging = people_table(metadata, staging_name)
-    with engine.begin() as conn:
-        staging.drop(conn, checkfirst=True)
+def _reporting(batches: Iterable[Batch], table: str, total: int, progress: Progress | None) -> Iterator[Batch]:
+    done = 0
+    for batch in batches:
+        yield batch
+        # Reached when the loader asks for the next batch: this one is in.
+        done += len(batch)
+        if progress is not None:
+            progress(table, done, total)
+
+
+def _load_and_swap(target: connections.Target, conn: sa.Connection, table: str, batches: Iterable[Batch]) -> int:
+    staging = TABLES[table](sa.MetaData(), table + STAGING_SUFFIX)
+    quote = conn.dialect.identifier_preparer.quote
+    # A seed killed where DDL is not transactional (MySQL) leaves a staging table behind.
+    conn.execute(sa.schema.DropTable(staging, if_exists=True))
+    conn.commit()
+    with conn.begin():
         staging.create(conn)
-        batch: list[dict[str, Any]] = []
-        for row in rows:
-            batch.append(row)
-            if len(batch) >= BATCH_ROWS:
-                conn.execute(staging.insert(), batch)
-                batch = []
-        if batch:
-            conn.execute(staging.insert(), batch)
-        preparer = engine.dialect.identifier_preparer
-        conn.execute(sa.text(f"DROP TABLE IF EXISTS {preparer.quote(table_name)}"))
-        conn.execute(
-            sa.text(f"ALTER TABLE {preparer.quote(staging_name)} RENAME TO {preparer.quote(table_name)}")
+        loaded = target.dialect.bulk_insert(
+            conn.connection.dbapi_connection,
+            quote(staging.name),
+            [quote(column.name) for column in staging.columns],
+            batches,
         )
+        target.dialect.replace_table(conn, quote(staging.name), quote(table))
+    return loaded
