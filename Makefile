@@ -1,4 +1,4 @@
-# Quickstart: `make demo` runs a parameterized query on the demo SQLite database;
+# Quickstart: `make demo` runs the zip-code workflow locally on the demo SQLite database;
 # `make test` runs the test suite. Both make .venv and install into it first.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -20,7 +20,7 @@ install-test: $(BIN)/python
 
 demo: install
 	$(BIN)/sqladapter seed
-	$(BIN)/sqladapter query fake_people.db "SELECT * FROM people WHERE zip_code = :zip" -p zip=12345
+	$(BIN)/sqladapter run workflows/people_by_zip.json --input '{"zip": "12345"}'
 
 test: install-test
 	$(BIN)/python -m pytest

@@ -185,5 +185,64 @@ def worker(engine, task_names, threads, domain, poll_interval, register, owner_e
     sys.exit(conductor.serve(workers, grace_seconds=grace_period, announce=announce))
 
 
+@cli.command()
+@click.argument("workflow_files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("--task-name", "task_names", multiple=True, metavar="NAME",
+              help="Also register a task definition for NAME (repeatable).")
+@click.option("--owner-email", default="sqladapter@example.com", show_default=True,
+              help="ownerEmail for definitions that have none (Conductor OSS requires one).")
+def register(workflow_files, task_names, owner_email) -> None:
+    """Create or update the query_sql task definition and workflows on the Conductor server.
+
+    WORKFLOW_FILES default to the workflows shipped in workflows/. Running it again updates
+    in place. The server comes from CONDUCTOR_SERVER_URL, CONDUCTOR_AUTH_KEY and CONDUCTOR_AUTH_SECRET.
+    """
+    from .engines import conductor
+    from .local_run import load_workflow, workflow_files as shipped
+
+    try:
+        workflows = [load_workflow(path) for path in (workflow_files or shipped())]
+        done = conductor.register_definitions(_task_names(task_names), workflows, owner_email=owner_email)
+    except SqlAdapterError as exc:
+        _fail(exc)
+    except ConnectionError as exc:
+        raise click.ClickException(str(exc)) from None
+    for line in done:
+        click.echo(f"registered {line}")
+
+
+@cli.command()
+@click.argument("workflow_file", type=click.Path(dir_okay=False))
+@click.option("--input", "input_json", metavar="JSON", help="The workflow input, a JSON object.")
+@click.option("--task-name", "task_names", multiple=True, metavar="NAME",
+              help="Also run SIMPLE tasks of type NAME as query tasks (repeatable), e.g. query_sqlite.")
+def run(workflow_file, input_json, task_names) -> None:
+    """Run a workflow definition locally, without a server, and print what it did as JSON.
+
+    A dry-run aid: SIMPLE query_sql tasks (and --task-name aliases) run in order for real;
+    ${workflow.input.x} and ${ref.output.path} inputs and outputParameters are resolved. Other
+    task types are refused. Exit status 0 when the workflow completes, 2 or 3 when a task fails
+    (terminal or retryable).
+    """
+    from .local_run import run_workflow
+
+    workflow_input: Any = {}
+    if input_json:
+        try:
+            workflow_input = json.loads(input_json)
+        except ValueError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from None
+        if not isinstance(workflow_input, dict):
+            raise click.BadParameter("the workflow input is a JSON object", param_hint="--input")
+    try:
+        result = run_workflow(workflow_file, workflow_input, task_names=task_names)
+    except SqlAdapterError as exc:
+        _fail(exc)
+    _print_json(result.to_dict())
+    if result.status != "COMPLETED":
+        click.echo(f"workflow {result.status}: {result.reason}", err=True)
+        sys.exit(3 if result.error and result.error.get("retryable") else 2)
+
+
 def main() -> None:
     cli()

@@ -283,3 +283,40 @@ def _drain(handler: TaskHandler, grace_seconds: float) -> None:
             process.kill()
             process.join(1.0)
     log.info("worker processes exited: %s", ", ".join(f"{p.pid}={p.exitcode}" for p in processes))
+
+
+def register_definitions(
+    task_names: List[str],
+    workflows: List[Dict[str, Any]],
+    *,
+    owner_email: str = DEFAULT_OWNER_EMAIL,
+    configuration: Optional[Configuration] = None,
+) -> List[str]:
+    """Create or update the task definitions and workflow definitions on the server; return what was done."""
+    from conductor.client.http.api_client import ApiClient
+    from conductor.client.http.rest import ApiException
+    from conductor.client.orkes.orkes_metadata_client import OrkesMetadataClient
+
+    configuration = configuration or Configuration()
+    client = OrkesMetadataClient(configuration)
+    done = []
+    try:
+        for name in task_names:
+            task_def = task_definition(name, owner_email)
+            try:
+                client.update_task_def(task_def)  # PUT: create or replace, so running it twice is harmless
+            except ApiException:
+                client.register_task_def(task_def)  # servers that only create through POST
+            done.append(f"task definition {name}")
+        for data in workflows:
+            model = ApiClient().deserialize_class({"ownerEmail": owner_email, **data}, "WorkflowDef")
+            client.update_workflow_def(model, overwrite=True)  # PUT [def]: create or replace
+            done.append(f"workflow {model.name} v{model.version}")
+    except ApiException as exc:
+        reason = redact(str(getattr(exc, "body", None) or getattr(exc, "reason", None) or exc))
+        if not exc.status:  # the SDK reports a refused connection as status 0
+            raise ConnectionError(f"cannot reach the Conductor server at {redact(configuration.host)}: {reason}") from None
+        raise ConnectionError(f"the Conductor server at {redact(configuration.host)} refused: HTTP {exc.status}: {reason}") from None
+    except OSError as exc:
+        raise ConnectionError(f"cannot reach the Conductor server at {redact(configuration.host)}: {exc}") from None
+    return done
