@@ -8,13 +8,14 @@ come from the operator (environment or a TOML file) and are trusted as written.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import threading
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from .dialect import Dialect
+
+log = logging.getLogger("sqladapter")
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
@@ -187,8 +190,98 @@ def _engine(dialect: Dialect, url: URL, read_only: bool) -> Engine:
 
 def dispose_engines() -> None:
     """Close every pooled connection and forget resolved connections (tests, plugin reloads)."""
+    _release_kept(lambda thread: True, everywhere=True)
     with _engines_lock:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
     _resolve.cache_clear()
+
+
+# -- connections kept by their thread ------------------------------------------------------------
+#
+# A pool checkout and return costs tens of microseconds (more with a pre-ping round trip): as
+# much as the rest of a small query's own work. Where the dialect says a connection is left
+# with nothing open after a query, each thread keeps the connection it checked out and uses it
+# again. A kept connection stays checked out of its pool; the pool's size bounds how many
+# threads keep one, the overflow serves the rest.
+
+
+class _Kept(threading.local):
+    generation = -1
+
+    def __init__(self) -> None:
+        self.connections: dict[Engine, Any] = {}
+
+
+_kept = _Kept()
+_kept_lock = threading.Lock()
+# Every kept connection with the thread keeping it, so that dispose_engines can close them all
+# and a connection whose thread has ended goes back to its pool.
+_kept_all: list[tuple[threading.Thread, Engine, Any]] = []
+_kept_generation = 0
+
+
+def checkout(target: Target) -> tuple[Any, bool]:
+    """A pooled DB-API connection for this thread, and whether the thread keeps it afterwards."""
+    engine = target.engine
+    kept = _kept
+    if kept.generation == _kept_generation:
+        connection = kept.connections.get(engine)
+        if connection is not None:
+            return connection, True
+    connection = engine.raw_connection()
+    if _keepable(target, connection):
+        with _kept_lock:
+            if kept.generation != _kept_generation:
+                kept.connections = {}
+                kept.generation = _kept_generation
+            kept.connections[engine] = connection
+            _kept_all.append((threading.current_thread(), engine, connection))
+        _release_kept(lambda thread: not thread.is_alive())
+        return connection, True
+    return connection, False
+
+
+def checkin(target: Target, connection: Any, kept: bool, *, failed: bool = False) -> None:
+    """Done with a connection from `checkout`; after a failure a kept one goes back to the pool."""
+    if kept:
+        if not failed and connection.is_valid:
+            return
+        _kept.connections.pop(target.engine, None)
+        with _kept_lock:
+            _kept_all[:] = [entry for entry in _kept_all if entry[2] is not connection]
+    _close(connection)
+
+
+def _keepable(target: Target, connection: Any) -> bool:
+    pool = target.engine.pool
+    size, checkedout = getattr(pool, "size", None), getattr(pool, "checkedout", None)
+    if not callable(size) or not callable(checkedout) or checkedout() > size():
+        return False
+    return bool(target.dialect.keeps_connection(connection))
+
+
+def _release_kept(which: Callable[[threading.Thread], bool], *, everywhere: bool = False) -> None:
+    """Return the kept connections of the threads `which` picks to their pools.
+
+    With `everywhere`, every thread forgets what it kept (the connections of live threads
+    are among those closed).
+    """
+    global _kept_generation
+    with _kept_lock:
+        released = [entry for entry in _kept_all if which(entry[0])]
+        _kept_all[:] = [entry for entry in _kept_all if not which(entry[0])]
+        if everywhere:
+            _kept_generation += 1
+    for _thread, _engine, connection in released:
+        _close(connection)
+
+
+def _close(connection: Any) -> None:
+    if not connection.is_valid:
+        return  # invalidated: already back in its pool, to reconnect on next use
+    try:
+        connection.close()
+    except Exception:  # returning to the pool rolls back; a failure there only loses that connection
+        log.debug("could not return a connection to the pool", exc_info=True)

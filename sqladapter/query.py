@@ -188,7 +188,7 @@ def _execute(target: connections.Target, sql: str, params: Any, limit: int, time
     # failed connection had already served a query before.
     for attempt in (1, 2):
         try:
-            connection = engine.raw_connection()
+            connection, kept = connections.checkout(target)
         except Exception as exc:
             raise _classify(target, exc) from None
         try:
@@ -199,23 +199,18 @@ def _execute(target: connections.Target, sql: str, params: Any, limit: int, time
             reused = connection.info.get("sqladapter.used", False)
             if disconnected:
                 connection.invalidate(exc)
-            else:
-                _release(connection)
+            connections.checkin(target, connection, kept, failed=True)
             if disconnected and reused and attempt == 1:
                 log.info("%s: pooled connection was lost; retrying once on a new one", dialect.name)
                 continue
             raise _classify(target, exc) from None
-        connection.info["sqladapter.used"] = True
-        _release(connection)
+        if connection.is_valid:
+            info = connection.info
+            if "sqladapter.used" not in info:
+                info["sqladapter.used"] = True
+        connections.checkin(target, connection, kept)
         return description, rows if isinstance(rows, list) else list(rows)
     raise AssertionError("unreachable")
-
-
-def _release(connection: Any) -> None:
-    try:
-        connection.close()
-    except Exception:  # returning to the pool rolls back; a failure there only loses that connection
-        log.debug("could not return a connection to the pool", exc_info=True)
 
 
 def _is_disconnect(engine: Any, exc: Exception, connection: Any) -> bool:

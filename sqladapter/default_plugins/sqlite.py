@@ -112,6 +112,11 @@ class SQLite(Dialect):
         # A local file needs no pre-ping; keep enough connections for a worker's threads.
         return {"creator": connect, "poolclass": QueuePool, "pool_size": 8, "max_overflow": 8}
 
+    def keeps_connection(self, connection):
+        # A SELECT opens no transaction in sqlite3, and fetch closes its cursor, which ends
+        # the statement and its read lock: nothing is left for the pool's rollback to undo.
+        return True
+
     @contextlib.contextmanager
     def time_limit(self, connection, timeout_ms: int) -> Iterator[None]:
         deadline = time.monotonic() + timeout_ms / 1000
