@@ -160,10 +160,10 @@ class Dialect:
         """Put the loaded `staging` table in place of `table`, inside the caller's transaction.
 
         Correct where DDL is transactional (SQLite, PostgreSQL, DuckDB); override where it is not.
-        Both names arrive quoted.
         """
-        connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
-        connection.exec_driver_sql(f"ALTER TABLE {staging} RENAME TO {table}")
+        quote = connection.dialect.identifier_preparer.quote
+        connection.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(table)}")
+        connection.exec_driver_sql(f"ALTER TABLE {quote(staging)} RENAME TO {quote(table)}")
 
     def __repr__(self) -> str:
         return f"<Dialect {self.name}>"

@@ -294,5 +294,5 @@ def _load_and_swap(target: connections.Target, conn: sa.Connection, table: str, 
             [quote(column.name) for column in staging.columns],
             batches,
         )
-        target.dialect.replace_table(conn, quote(staging.name), quote(table))
+        target.dialect.replace_table(conn, staging.name, table)
     return loaded

@@ -27,7 +27,7 @@ from conftest import server_unavailable
 
 MYSQL_URL = "mysql://root@127.0.0.1:3306/sqla_seed"
 POSTGRESQL_URL = "postgresql://postgres@127.0.0.1:5432/sqla_seed"
-SEED_TABLES = ("orders", "people", "orders__loading", "people__loading")
+SEED_TABLES = ("orders", "people", "orders__loading", "people__loading", "orders__replaced", "people__replaced")
 TUTORIAL = [
     {"name": "John", "surname": "Doe", "birth_date": "1990-01-01", "zip_code": "12345"},
     {"name": "Jane", "surname": "Smith", "birth_date": "1985-05-15", "zip_code": "67890"},

@@ -234,6 +234,31 @@ class DuckDB(Dialect):
             return QueryError(f"{text}; select fewer rows or columns, or aggregate in the query", code=code)
         return QueryError(text, code=code)
 
+    # -- seeding -------------------------------------------------------------------------------
+
+    def bulk_insert(self, dbapi_connection, table, columns, batches):
+        # DuckDB's executemany runs one statement per row (about 2,000 rows a second); its CSV
+        # reader loads a million rows in under a second. Without pyarrow or pandas installed,
+        # a temporary CSV file is the fastest way in.
+        import csv
+        import os
+        import tempfile
+
+        count = 0
+        with tempfile.TemporaryDirectory(prefix="sqladapter-seed-") as directory:
+            path = os.path.join(directory, "rows.csv")
+            with open(path, "w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                for batch in batches:
+                    writer.writerows(batch)
+                    count += len(batch)
+            if count:
+                literal = path.replace("'", "''")
+                dbapi_connection.execute(
+                    f"COPY {table} ({', '.join(columns)}) FROM '{literal}' (FORMAT csv, HEADER false)"
+                )
+        return count
+
 
 @hookimpl
 def sqladapter_register_dialects(register):

@@ -229,6 +229,23 @@ class MySQL(Dialect):
             return DatabaseUnavailableError(text, code=number)
         return QueryError(text, code=number)
 
+    # -- seeding -------------------------------------------------------------------------------
+
+    # bulk_insert: the default executemany suits PyMySQL, which sends each batch as multi-row
+    # INSERT statements.
+
+    def replace_table(self, connection, staging, table):
+        # MySQL commits before and after every DDL statement, so a drop then a rename would leave
+        # a moment with no table. RENAME TABLE of several pairs is one atomic step.
+        quote = connection.dialect.identifier_preparer.quote
+        if not connection.dialect.has_table(connection, table):
+            connection.exec_driver_sql(f"RENAME TABLE {quote(staging)} TO {quote(table)}")
+            return
+        old = quote(table + "__replaced")
+        connection.exec_driver_sql(f"DROP TABLE IF EXISTS {old}")
+        connection.exec_driver_sql(f"RENAME TABLE {quote(table)} TO {old}, {quote(staging)} TO {quote(table)}")
+        connection.exec_driver_sql(f"DROP TABLE {old}")
+
 
 @hookimpl
 def sqladapter_register_dialects(register):

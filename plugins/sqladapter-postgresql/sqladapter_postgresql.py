@@ -223,6 +223,19 @@ class PostgreSQL(Dialect):
             return DatabaseUnavailableError(text, code=state or None)
         return QueryError(text, code=state or None)
 
+    # -- seeding -------------------------------------------------------------------------------
+
+    def bulk_insert(self, dbapi_connection, table, columns, batches):
+        # COPY streams rows in one statement: several times faster than batched INSERTs.
+        count = 0
+        with dbapi_connection.cursor() as cursor:
+            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for batch in batches:
+                    for row in batch:
+                        copy.write_row(row)
+                    count += len(batch)
+        return count
+
 
 @hookimpl
 def sqladapter_register_dialects(register):
