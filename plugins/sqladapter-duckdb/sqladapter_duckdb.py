@@ -176,6 +176,10 @@ class DuckDB(Dialect):
             options["connect_args"] = connect_args
         return options
 
+    def keeps_connection(self, connection):
+        # Statements autocommit and the database is read-only: nothing is left to undo.
+        return True
+
     @contextlib.contextmanager
     def time_limit(self, connection, timeout_ms: int) -> Iterator[None]:
         token = _watchdog.watch(time.monotonic() + timeout_ms / 1000, connection.dbapi_connection)

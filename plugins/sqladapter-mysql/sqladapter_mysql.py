@@ -135,6 +135,11 @@ class MySQL(Dialect):
             with dbapi_connection.cursor() as cursor:
                 cursor.execute("SET SESSION TRANSACTION READ ONLY")
 
+    def keeps_connection(self, connection):
+        # Read-only engines autocommit, so no transaction stays open; the session variables
+        # set here are this dialect's own and set again whenever a query needs other values.
+        return bool(connection.dbapi_connection.get_autocommit())
+
     @contextlib.contextmanager
     def time_limit(self, connection, timeout_ms: int) -> Iterator[None]:
         dbapi_connection = connection.dbapi_connection

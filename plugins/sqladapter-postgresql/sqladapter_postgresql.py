@@ -142,6 +142,10 @@ class PostgreSQL(Dialect):
             dbapi_connection.autocommit = False
             dbapi_connection.read_only = True
 
+    def keeps_connection(self, connection):
+        # In autocommit no transaction outlives a query; fetch closes its cursor and stream.
+        return bool(connection.dbapi_connection.autocommit)
+
     @contextlib.contextmanager
     def time_limit(self, connection, timeout_ms: int) -> Iterator[None]:
         dbapi_connection = connection.dbapi_connection

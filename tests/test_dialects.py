@@ -1,0 +1,318 @@
+"""One suite, four databases: each behaviour is written once and checked on SQLite, DuckDB,
+MariaDB/MySQL and PostgreSQL (real files and real servers)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from click.testing import CliRunner
+
+import dialect_cases
+from conftest import mysql_admin, postgresql_admin
+from sqladapter import (
+    NotReadOnlyError,
+    PermissionDeniedError,
+    QueryError,
+    QueryTimeoutError,
+    SqlAdapterError,
+    UnknownDialectError,
+    guard,
+    plugins,
+    run_query,
+    statements,
+)
+from sqladapter.cli import cli
+
+DIALECTS = ["sqlite", "duckdb", "mysql", "postgresql"]
+SERVERS = ["mysql", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def mysql_tables(mysql_url):
+    dialect_cases.mysql_tables(mysql_url)
+    return mysql_url
+
+
+@pytest.fixture(scope="session")
+def postgresql_tables(postgresql_url):
+    dialect_cases.postgresql_tables(postgresql_url)
+    return postgresql_url
+
+
+@pytest.fixture(params=DIALECTS)
+def case(request, data_dir) -> dialect_cases.Case:
+    """The dialect under test, its `numbers` table holding 1..10."""
+    name = request.param
+    if name == "sqlite":
+        return dialect_cases.sqlite_case(data_dir)
+    if name == "duckdb":
+        try:
+            import duckdb  # noqa: F401
+        except ImportError:
+            from conftest import server_unavailable
+
+            server_unavailable("duckdb is not installed: pip install ./plugins/sqladapter-duckdb")
+        return dialect_cases.duckdb_case(data_dir)
+    if name == "mysql":
+        return dialect_cases.mysql_case(request.getfixturevalue("mysql_tables"))
+    return dialect_cases.postgresql_case(request.getfixturevalue("postgresql_tables"))
+
+
+@pytest.fixture(params=SERVERS)
+def server(request, data_dir) -> dialect_cases.Case:
+    """A dialect with a server behind it: connections the server can kill, passwords it can refuse."""
+    if request.param == "mysql":
+        return dialect_cases.mysql_case(request.getfixturevalue("mysql_tables"))
+    return dialect_cases.postgresql_case(request.getfixturevalue("postgresql_tables"))
+
+
+@pytest.fixture
+def no_parser(monkeypatch):
+    """The parser's read-only check switched off, so only the database stands in the way."""
+    statements.prepare.cache_clear()
+    monkeypatch.setattr(guard, "check", lambda *args, **kwargs: None)
+    yield
+    # A statement prepared without the check must not stay cached as checked.
+    statements.prepare.cache_clear()
+
+
+def query(case, sql, **fields):
+    return run_query(**case.target, query=sql, **fields)
+
+
+def numbers(case) -> list[int]:
+    return [row["n"] for row in query(case, "SELECT n FROM numbers ORDER BY n")["rows"]]
+
+
+# -- queries and parameters ---------------------------------------------------------------------------
+
+
+def test_a_bare_query(case):
+    out = query(case, "SELECT n FROM numbers ORDER BY n")
+    assert out["rows"] == [{"n": n} for n in range(1, 11)]
+    assert [c["name"] for c in out["columns"]] == ["n"]
+    assert out["rowCount"] == 10 and out["truncated"] is False
+    assert out["dialect"] == case.name
+
+
+def test_named_parameters(case):
+    out = query(case, "SELECT n FROM numbers WHERE n BETWEEN :low AND :high ORDER BY n", parameters={"low": 3, "high": 5})
+    assert [r["n"] for r in out["rows"]] == [3, 4, 5]
+
+
+def test_a_named_parameter_used_twice(case):
+    out = query(case, "SELECT n FROM numbers WHERE n = :v OR n = :v + 1 ORDER BY n", parameters={"v": 4})
+    assert [r["n"] for r in out["rows"]] == [4, 5]
+
+
+def test_positional_parameters(case):
+    out = query(case, "SELECT n FROM numbers WHERE n IN (?, ?) ORDER BY n", parameters=[2, 7])
+    assert [r["n"] for r in out["rows"]] == [2, 7]
+
+
+def test_parameter_values_are_bound_never_spliced(case):
+    hostile = "it's 100% ' OR '1'='1"
+    out = query(case, "SELECT '5%' AS pct, :v AS v, count(*) AS c FROM numbers WHERE n = :n", parameters={"v": hostile, "n": 3})
+    assert out["rows"] == [{"pct": "5%", "v": hostile, "c": 1}]
+
+
+# -- limits and fetch modes -----------------------------------------------------------------------------
+
+
+def test_exactly_max_rows_is_not_truncated(case):
+    out = query(case, "SELECT n FROM numbers ORDER BY n", max_rows=10)
+    assert out["rowCount"] == 10 and out["truncated"] is False
+
+
+def test_one_row_more_than_max_rows_is_truncated(case):
+    out = query(case, "SELECT n FROM numbers ORDER BY n", max_rows=9)
+    assert [r["n"] for r in out["rows"]] == list(range(1, 10))
+    assert out["rowCount"] == 9 and out["truncated"] is True
+
+
+def test_a_million_row_result_stops_at_max_rows_and_the_next_query_runs(case):
+    # 10^6 rows from a cross join, once without and once with the query's own LIMIT.
+    big = "SELECT a.n AS n FROM numbers a, numbers b, numbers c, numbers d, numbers e, numbers f"
+    for sql in (big, big + " LIMIT 1000000"):
+        out = query(case, sql, max_rows=5)
+        assert out["rowCount"] == 5 and out["truncated"] is True
+        assert numbers(case) == list(range(1, 11))
+
+
+def test_fetch_one(case):
+    out = query(case, "SELECT n, n * 2 AS twice FROM numbers WHERE n > :n ORDER BY n", parameters={"n": 3}, fetch="one")
+    assert out["row"] == {"n": 4, "twice": 8}
+    assert "rows" not in out and out["rowCount"] == 1
+
+
+def test_fetch_value(case):
+    assert query(case, "SELECT count(*) AS c FROM numbers", fetch="value")["value"] == 10
+
+
+def test_fetch_one_and_value_of_nothing(case):
+    empty = "SELECT n FROM numbers WHERE n > 100"
+    assert query(case, empty, fetch="one")["row"] is None
+    assert query(case, empty, fetch="value")["value"] is None
+
+
+def test_shape_arrays(case):
+    out = query(case, "SELECT n, n + 1 AS m FROM numbers WHERE n <= 2 ORDER BY n", shape="arrays")
+    assert out["rows"] == [[1, 2], [2, 3]]
+
+
+# -- the JSON type contract ---------------------------------------------------------------------------
+
+
+def test_each_type_in_the_contract(case):
+    out = query(case, case.types_query())
+    row = out["row"] if "row" in out else out["rows"][0]
+    mismatches = {}
+    for alias, (sql, expected) in case.types.items():
+        value = row[alias]
+        ok = expected(value) if callable(expected) else (value == expected and type(value) is type(expected))
+        if not ok:
+            mismatches[alias] = (sql, value, getattr(expected, "__name__", expected))
+    assert not mismatches
+    json.dumps(row, allow_nan=False)  # strictly JSON: no NaN, no Python objects
+
+
+def test_columns_report_the_databases_own_type_names(case):
+    out = query(case, case.types_query())
+    reported = {c["name"]: c["type"] for c in out["columns"]}
+    assert {alias: reported[alias] for alias in case.column_types} == case.column_types
+
+
+# -- read-only, twice over ----------------------------------------------------------------------------
+
+
+def test_the_parser_refuses_writes(case):
+    for sql in case.refused_by_parser:
+        with pytest.raises((NotReadOnlyError, QueryError)) as caught:
+            query(case, sql)
+        assert caught.value.retryable is False, sql
+    assert numbers(case) == list(range(1, 11))
+
+
+def test_the_database_refuses_writes_the_parser_let_through(case, no_parser):
+    for sql in case.refused_by_database:
+        with pytest.raises(PermissionDeniedError) as caught:
+            query(case, sql)
+        assert caught.value.retryable is False, sql
+        assert "read-only" in caught.value.message or "read only" in caught.value.message.lower(), sql
+    assert numbers(case) == list(range(1, 11))
+
+
+def test_postgresql_read_only_survives_set_config_on_the_same_connection(no_parser, request):
+    # One statement switches the session default off; the next one, on the same kept
+    # connection, must still be refused by the database.
+    case = dialect_cases.postgresql_case(request.getfixturevalue("postgresql_tables"))
+    off = query(case, "SELECT set_config('default_transaction_read_only', 'off', false) AS v")
+    assert off["rows"] == [{"v": "off"}]
+    with pytest.raises(PermissionDeniedError):
+        query(case, "DELETE FROM numbers")
+    assert query(case, "SHOW default_transaction_read_only")["rows"] == [{"default_transaction_read_only": "on"}]
+    assert numbers(case) == list(range(1, 11))
+
+
+# -- time limit -----------------------------------------------------------------------------------------
+
+
+def test_the_time_limit_stops_a_slow_query_and_the_connection_stays_usable(case):
+    started = time.monotonic()
+    with pytest.raises(QueryTimeoutError) as caught:
+        query(case, case.slow_query, timeout_ms=500)
+    elapsed = time.monotonic() - started
+    # The slow query runs 5 s or more; stopped at 0.5 s, it is back long before that.
+    assert elapsed < 4, f"stopped only after {elapsed:.1f}s"
+    assert caught.value.retryable is True
+    assert numbers(case) == list(range(1, 11))
+
+
+# -- servers: killed connections, refused credentials --------------------------------------------------
+
+
+def _session_id(case) -> int:
+    sql = "SELECT CONNECTION_ID() AS id" if case.name == "mysql" else "SELECT pg_backend_pid() AS id"
+    return int(query(case, sql, fetch="value")["value"])
+
+
+def _kill(case, session_id: int) -> None:
+    if case.name == "mysql":
+        with mysql_admin() as conn, conn.cursor() as cursor:
+            cursor.execute(f"KILL {int(session_id)}")
+    else:
+        with postgresql_admin() as conn:
+            # With a timeout, pg_terminate_backend waits until the backend is gone.
+            assert conn.execute("SELECT pg_terminate_backend(%s, 5000)", (session_id,)).fetchone()[0]
+
+
+def test_the_next_query_succeeds_after_the_server_kills_the_connection(server):
+    before = _session_id(server)
+    assert _session_id(server) == before  # the connection is reused between queries
+    _kill(server, before)
+    after = _session_id(server)
+    assert after != before
+    assert numbers(server) == list(range(1, 11))
+
+
+def test_a_wrong_password_is_terminal_and_never_shown(server, monkeypatch):
+    password = "Wr0ng-s3cret-pw"
+    url = server.target["connection_string"]
+    scheme, rest = url.split("://", 1)
+    user = "root" if server.name == "mysql" else "sqla_dialects_nobody"  # PostgreSQL here trusts any password
+    monkeypatch.setenv("SQLADAPTER_CONNECTION_WRONG_PASSWORD", f"{scheme}://{user}:{password}@{rest.split('@', 1)[1]}")
+    with pytest.raises(PermissionDeniedError) as caught:
+        run_query(connection="wrong_password", query="SELECT 1 AS one")
+    error = caught.value
+    assert error.retryable is False
+    assert password not in str(error) and password not in json.dumps(error.to_dict())
+    assert password not in repr(error.__cause__) and password not in repr(error.__context__)
+
+
+# -- plugins ------------------------------------------------------------------------------------------
+
+
+def test_sqladapter_plugins_lists_the_three_dialect_plugins():
+    result = CliRunner().invoke(cli, ["plugins"])
+    assert result.exit_code == 0, result.output
+    listed = {p["name"]: p for p in json.loads(result.output)}
+    for name in ("duckdb", "mysql", "postgresql"):
+        assert listed[name]["dialects"] == [name]
+        assert listed[name]["hooks"] == ["sqladapter_register_dialects"]
+        assert listed[name]["version"]
+
+
+@pytest.fixture
+def reload_plugins(monkeypatch):
+    yield
+    monkeypatch.delenv("SQLADAPTER_DISABLE_PLUGINS", raising=False)
+    plugins.reset()
+
+
+@pytest.mark.parametrize(
+    ("plugin", "url", "package"),
+    [
+        ("duckdb", "duckdb:///numbers.duckdb", "sqladapter-duckdb"),
+        ("mysql", "mysql://root@127.0.0.1:3306/sqla_dialects", "sqladapter-mysql"),
+        ("postgresql", "postgresql://postgres@127.0.0.1:5432/sqla_dialects", "sqladapter-postgresql"),
+    ],
+)
+def test_a_disabled_plugin_leaves_its_urls_unclaimed_with_a_hint(plugin, url, package, data_dir, monkeypatch, reload_plugins):
+    monkeypatch.setenv("SQLADAPTER_DISABLE_PLUGINS", plugin)
+    plugins.reset()
+    scheme = url.split("://", 1)[0]
+    with pytest.raises(UnknownDialectError) as caught:
+        run_query(connection_string=url, query="SELECT 1")
+    message = caught.value.message
+    assert f"no dialect claims '{scheme}://'" in message
+    assert f"try: pip install {package}" in message
+    assert all(p["dialects"] == [] for p in plugins.list_plugins() if p["name"] == plugin)
+
+
+def test_every_dialect_error_is_a_sqladapter_error(case):
+    for sql in ("SELECT * FROM no_such_table", "SELECT n FROM numbers WHERE"):
+        with pytest.raises(SqlAdapterError) as caught:
+            query(case, sql)
+        assert isinstance(caught.value, (QueryError, NotReadOnlyError)) and caught.value.retryable is False
