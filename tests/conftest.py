@@ -49,3 +49,63 @@ def _isolated_plugins(monkeypatch: pytest.MonkeyPatch):
     if plugins._registry is not None and plugins._registry.pm is not None and getattr(plugins._registry, "_custom", False):
         plugins.reset()
     connections.dispose_engines()
+
+
+# -- database servers: MariaDB/MySQL and PostgreSQL ------------------------------------------------
+# Each suite that needs a server uses its own database on it; these fixtures give the URL of
+# `sqla_dialects` (created when missing) with a user that needs no password, or skip/fail
+# through server_unavailable when the server does not answer.
+
+MYSQL_HOST = os.environ.get("SQLADAPTER_TEST_MYSQL_HOST", "127.0.0.1:3306")
+POSTGRESQL_HOST = os.environ.get("SQLADAPTER_TEST_POSTGRESQL_HOST", "127.0.0.1:5432")
+DIALECTS_DATABASE = "sqla_dialects"
+
+
+def mysql_admin(database: str | None = None):
+    """A PyMySQL connection as root (autocommit), or server_unavailable."""
+    try:
+        import pymysql
+    except ImportError:
+        server_unavailable("PyMySQL is not installed: pip install ./plugins/sqladapter-mysql")
+    host, _, port = MYSQL_HOST.partition(":")
+    try:
+        return pymysql.connect(
+            host=host, port=int(port or 3306), user="root", database=database, autocommit=True, connect_timeout=5
+        )
+    except pymysql.err.OperationalError as exc:
+        server_unavailable(f"no MySQL/MariaDB server answers on {MYSQL_HOST}: {exc.args[-1]}")
+
+
+def postgresql_admin(database: str = "postgres"):
+    """A psycopg connection as postgres (autocommit), or server_unavailable."""
+    try:
+        import psycopg
+    except ImportError:
+        server_unavailable("psycopg is not installed: pip install ./plugins/sqladapter-postgresql")
+    host, _, port = POSTGRESQL_HOST.partition(":")
+    try:
+        return psycopg.connect(
+            host=host, port=int(port or 5432), user="postgres", dbname=database, autocommit=True, connect_timeout=5
+        )
+    except psycopg.OperationalError as exc:
+        server_unavailable(f"no PostgreSQL server answers on {POSTGRESQL_HOST}: {str(exc).strip()}")
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> str:
+    """mysql+pymysql URL of the sqla_dialects database, as root without a password."""
+    with mysql_admin() as conn, conn.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE IF NOT EXISTS {DIALECTS_DATABASE} CHARACTER SET utf8mb4")
+    return f"mysql+pymysql://root@{MYSQL_HOST}/{DIALECTS_DATABASE}"
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> str:
+    """postgresql+psycopg URL of the sqla_dialects database, as postgres (trust authentication)."""
+    with postgresql_admin() as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DIALECTS_DATABASE,)).fetchone() is None:
+            conn.execute(f"CREATE DATABASE {DIALECTS_DATABASE}")
+    return f"postgresql+psycopg://postgres@{POSTGRESQL_HOST}/{DIALECTS_DATABASE}"
+
+
+# -- end of database servers -------------------------------------------------------------------------
