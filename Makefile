@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 EDITABLE := -e . $(foreach p,$(PLUGINS),-e ./$(p))
 
-.PHONY: demo test install install-test bench clean
+.PHONY: demo test install install-test bench bench-seed clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: install-test
 bench: install
 	$(BIN)/pip install -q orjson
 	$(BIN)/python -m benchmarks.run
+
+# A million people seeded into SQLite and DuckDB, as a ratio to the bare driver's bulk insert.
+bench-seed: install
+	$(BIN)/python -m benchmarks.seed_people
 
 clean:
 	rm -rf $(VENV) fake_people.db .pytest_cache
