@@ -30,7 +30,7 @@ import datetime as dt
 import decimal
 import math
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 MAX_SAFE_INTEGER = 2**53 - 1
 
@@ -159,6 +159,51 @@ def checked_converter(sample: Any) -> Converter:
             return to_json(value)
 
     return convert
+
+
+# -- whole columns ---------------------------------------------------------------------------
+#
+# A result is converted column by column. Where a column's values are JSON already (text,
+# integers within the safe range, finite floats), C-level passes over the column prove it and
+# nothing is copied; only columns that need a conversion pay a Python call per value.
+
+_JSON_KINDS = frozenset({str, bool})
+
+
+def _safe_ints(values: Sequence[Any]) -> bool:
+    # filter(None, ...) drops None and 0, both JSON as they are.
+    return -MAX_SAFE_INTEGER <= min(filter(None, values), default=0) and max(
+        filter(None, values), default=0
+    ) <= MAX_SAFE_INTEGER
+
+
+def _finite_floats(values: Sequence[Any]) -> bool:
+    return all(map(math.isfinite, filter(None, values)))
+
+
+def typed_column(values: Sequence[Any], convert: Converter | None) -> list[Any] | None:
+    """A typed column's values with `convert` applied to the non-null ones; None: unchanged."""
+    if convert is None:
+        return None
+    try:
+        if convert is _int and _safe_ints(values) or convert is _float and _finite_floats(values):
+            return None
+    except (TypeError, OverflowError):  # not the one type the column was taken for
+        pass
+    return [None if value is None else convert(value) for value in values]
+
+
+def untyped_column(values: Sequence[Any]) -> list[Any] | None:
+    """A column whose values may differ in type row by row, each by the contract; None: unchanged."""
+    kinds = set(map(type, values))
+    kinds.discard(type(None))
+    if kinds <= _JSON_KINDS:
+        return None
+    if len(kinds) == 1:
+        kind = next(iter(kinds))
+        if kind is int and _safe_ints(values) or kind is float and _finite_floats(values):
+            return None
+    return list(map(to_json, values))
 
 
 _TYPE_NAMES: dict[type, str] = {

@@ -10,8 +10,10 @@ nothing below it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import operator
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -30,6 +32,8 @@ from .errors import (
 from .settings import Settings
 
 log = logging.getLogger("sqladapter")
+
+_not_none = functools.partial(operator.is_not, None)
 
 SHAPES = ("objects", "arrays")
 FETCHES = ("rows", "one", "value")
@@ -250,37 +254,30 @@ def _default_classification(exc: BaseException) -> SqlAdapterError:
 def _to_json(dialect: Any, description: Any, rows: list, shape: str) -> tuple[list[dict[str, str]], list]:
     names = [column[0] for column in description]
     width = len(names)
-    samples: list[Any] = [None] * width
-    pending = set(range(width))
-    for row in rows:
-        if not pending:
-            break
-        for i in list(pending):
-            if row[i] is not None:
-                samples[i] = row[i]
-                pending.discard(i)
-    columns = [{"name": names[i], "type": dialect.column_type(description[i], samples[i])} for i in range(width)]
-    if dialect.typed_columns:
-        converters = [dialect.converter(description[i], samples[i]) if samples[i] is not None else None for i in range(width)]
-    else:
-        converters = [jsontypes.checked_converter(samples[i]) for i in range(width)]
-    active = [(i, c) for i, c in enumerate(converters) if c is not None]
-    if active:
-        out = []
-        for row in rows:
-            values = list(row)
-            for i, convert in active:
-                value = values[i]
-                if value is not None:
-                    values[i] = convert(value)
-            out.append(values)
-        rows = out
-    if shape == "arrays":
-        return columns, [list(row) if type(row) is not list else row for row in rows]
-    if len(set(names)) != width:
+    if shape != "arrays" and len(set(names)) != width:
         duplicated = sorted({n for n in names if names.count(n) > 1})
         raise InputError(
             f"the result has more than one column named {', '.join(map(repr, duplicated))}; "
             "give each an alias (AS ...) or ask for shape: arrays"
         )
-    return columns, [dict(zip(names, row)) for row in rows]
+    # Column by column: one converter per column, chosen from its first non-null value, and
+    # columns already JSON are never copied.
+    columns_values: list[Any] = list(zip(*rows)) if rows else [()] * width
+    samples = [next(filter(_not_none, values), None) for values in columns_values]
+    columns = [{"name": names[i], "type": dialect.column_type(description[i], samples[i])} for i in range(width)]
+    if dialect.typed_columns:
+        converted = [
+            None if sample is None else jsontypes.typed_column(values, dialect.converter(column, sample))
+            for column, sample, values in zip(description, samples, columns_values)
+        ]
+    else:
+        converted = [
+            None if sample is None else jsontypes.untyped_column(values)
+            for sample, values in zip(samples, columns_values)
+        ]
+    table: Any = rows
+    if any(values is not None for values in converted):
+        table = zip(*[original if values is None else values for original, values in zip(columns_values, converted)])
+    if shape == "arrays":
+        return columns, list(map(list, table))
+    return columns, list(map(dict, map(functools.partial(zip, names), table)))
