@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import functools
-import itertools
+import operator
 import random
 import time
 from dataclasses import dataclass
@@ -39,7 +39,7 @@ CHUNK_ROWS = 10_000
 STAGING_SUFFIX = "__loading"
 
 BIRTH_DATES = (dt.date(1940, 1, 1), dt.date(2008, 12, 31))
-ORDER_TIMES = (dt.datetime(2021, 1, 1), dt.datetime(2025, 12, 31, 23, 59, 59))
+ORDER_DAYS = (dt.date(2021, 1, 1), dt.date(2025, 12, 31))
 ORDER_STATUSES = {"delivered": 55, "shipped": 15, "paid": 12, "placed": 10, "cancelled": 5, "returned": 3}
 
 #: Called after each loaded batch with (table, rows loaded so far, rows in total).
@@ -112,16 +112,18 @@ def _zip_codes() -> list[str]:
     return [f"{code:05d}" for code in range(501, 99951)]
 
 
-def _chunks(count: int, random_seed: int, dataset: str, make: Callable[[random.Random, int], Batch]) -> Iterator[Batch]:
+def _chunks(
+    count: int, random_seed: int, dataset: str, make: Callable[[random.Random, int, int], Batch]
+) -> Iterator[Batch]:
     # Every chunk is generated whole from its own seeded Random, then cut: the first N rows are
     # the same whatever N, and no chunk depends on how the others were consumed.
     for index in range((count + CHUNK_ROWS - 1) // CHUNK_ROWS):
         rng = random.Random(f"sqladapter/{dataset}/{random_seed}/{index}")
-        rows = make(rng, CHUNK_ROWS)
+        rows = make(rng, CHUNK_ROWS, index * CHUNK_ROWS)
         yield rows[: min(CHUNK_ROWS, count - index * CHUNK_ROWS)]
 
 
-def _make_people(rng: random.Random, n: int) -> list[tuple[str, str, str, str]]:
+def _make_people(rng: random.Random, n: int, _first: int) -> list[tuple[str, str, str, str]]:
     first, last = _name_pools()
     return list(
         zip(
@@ -146,34 +148,27 @@ def generate_orders(rows: int, people: int, random_seed: int = DEFAULT_RANDOM_SE
     """Orders in batches, each for one of `people` people (numbered from 1), ids from 1."""
     if people < 1:
         raise InputError("orders need people: seed the people dataset first (sqladapter seed --dataset people)")
-    start = ORDER_TIMES[0]
-    seconds = range(int((ORDER_TIMES[1] - start).total_seconds()) + 1)
     persons = range(1, people + 1)
-    cents = range(500, 100_000)
-    statuses, weights = list(ORDER_STATUSES), list(ORDER_STATUSES.values())
+    days, clock, amounts, statuses = _order_pools()
 
-    def make(rng: random.Random, n: int) -> list[tuple[Any, ...]]:
-        return [
-            (
-                person,
-                # ISO 8601 with "T": the form the query path gives every database's timestamps,
-                # so SQLite, which keeps it as text, reads back the same.
-                (start + dt.timedelta(seconds=second)).isoformat(),
-                f"{amount // 100}.{amount % 100:02d}",
-                status,
-            )
-            for person, second, amount, status in zip(
-                rng.choices(persons, k=n),
-                rng.choices(seconds, k=n),
-                rng.choices(cents, k=n),
-                rng.choices(statuses, weights=weights, k=n),
-            )
-        ]
+    def make(rng: random.Random, n: int, first: int) -> list[tuple[Any, ...]]:
+        # A uniform day and a uniform second of the day: a uniform second over the years.
+        ordered_at = map(operator.add, rng.choices(days, k=n), rng.choices(clock, k=n))
+        ids = range(first + 1, first + n + 1)
+        return list(zip(ids, rng.choices(persons, k=n), ordered_at, rng.choices(amounts, k=n), rng.choices(statuses, k=n)))
 
-    next_id = 1
-    for batch in _chunks(rows, random_seed, "orders", make):
-        yield [(next_id + i, *row) for i, row in enumerate(batch)]
-        next_id += len(batch)
+    yield from _chunks(rows, random_seed, "orders", make)
+
+
+@functools.cache
+def _order_pools() -> tuple[list[str], list[str], list[str], list[str]]:
+    start, end = (d.toordinal() for d in ORDER_DAYS)
+    # ISO 8601 with "T": the form the query path gives every database's timestamps, so SQLite,
+    # which keeps them as text, reads back the same.
+    days = [dt.date.fromordinal(day).isoformat() + "T" for day in range(start, end + 1)]
+    clock = [f"{h:02d}:{m:02d}:{s:02d}" for h in range(24) for m in range(60) for s in range(60)]
+    amounts = [f"{cents // 100}.{cents % 100:02d}" for cents in range(500, 100_000)]
+    return days, clock, amounts, _by_frequency(ORDER_STATUSES, 100)
 
 
 # -- loading ---------------------------------------------------------------------------------

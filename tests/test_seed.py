@@ -298,3 +298,13 @@ def test_seed_refuses_bad_input(data_dir: Path):
         seed("x.db", rows=0)
     with pytest.raises(ConnectionConfigError, match="outside the data directory"):
         seed("../outside.db")
+
+
+def test_unreachable_server_is_retryable_and_keeps_the_password_out(data_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    _require_dialect("postgresql", "sqladapter-postgresql")
+    # Port 1 on this host: nothing listens there, the connection is refused at once.
+    monkeypatch.setenv("SQLADAPTER_CONNECTION_GONE", "postgresql://app:hunter2@127.0.0.1:1/sqla_seed")
+    result = CliRunner().invoke(cli, ["seed", "@gone"])
+    assert result.exit_code == 3, result.output
+    assert "database_unavailable, retryable" in result.output
+    assert "hunter2" not in result.output
