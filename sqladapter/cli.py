@@ -143,7 +143,7 @@ def _task_names(extra: tuple[str, ...]) -> list[str]:
               help="Conductor: tasks run at once per task name.")
 @click.option("--domain", help="Conductor: poll tasks of this domain only.")
 @click.option("--poll-interval", type=click.FloatRange(min=1), default=100, show_default=True, metavar="MS",
-              help="Conductor: milliseconds between polls when the queue is empty.")
+              help="Milliseconds between polls (Conductor: when the queue is empty; Rochallor: between poll rounds).")
 @click.option("--register", is_flag=True, help="Conductor: register the task definition(s) at startup.")
 @click.option("--owner-email", default="sqladapter@example.com", show_default=True,
               help="Conductor: ownerEmail of registered definitions (Conductor OSS requires one).")
@@ -174,7 +174,8 @@ def worker(engine, task_names, threads, domain, poll_interval, register, owner_e
         except ImportError as exc:
             raise click.ClickException(f"{exc}; install the extra: pip install 'sqladapter[rochallor]'") from None
         sys.exit(rochallor.serve(url, names, worker_id=worker_id, parallelism=parallelism,
-                                 result_variable=result_variable, grace_seconds=grace_period, announce=announce))
+                                 result_variable=result_variable, poll_interval=poll_interval / 1000,
+                                 grace_seconds=grace_period, announce=announce))
     from .engines import conductor
 
     workers = [

@@ -1,0 +1,166 @@
+"""A small HTTP server speaking the Rochallor engine's job API, for running the real workflow_sdk Runner.
+
+    POST /v1/jobs/poll           {"workerId","jobTypes","maxJobs","leaseSeconds"} -> {"jobs": [...]}
+    POST /v1/jobs/{id}/complete  {"workerId","variables"}                          -> 204
+    POST /v1/jobs/{id}/fail      {"workerId","errorMessage","retryable"}           -> 204
+
+Use:
+    with RochallorServer() as server:
+        job_id = server.add_job("query_sql", {"connection_string": "a.db", "query": "SELECT 1"})
+        ... run `sqladapter worker --engine rochallor --url server.url` ...
+        server.wait_for_results(1)
+        server.results[job_id]  # ("complete", body) or ("fail", body)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class RochallorServer:
+    """Queued jobs by type, handed out by poll; completions and failures recorded by job id."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, lease_seconds: int = 300):
+        self.host = host
+        self.port = port
+        self.lease_seconds = lease_seconds
+        self._lock = threading.Condition()
+        self._queue: deque[dict[str, Any]] = deque()
+        self._ids = itertools.count(1)
+        self.handed_out: list[str] = []
+        self.results: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.callbacks: list[tuple[str, str, dict[str, Any]]] = []
+        self.reported_at: dict[str, float] = {}
+        self.polls: list[dict[str, Any]] = []
+        self._httpd: ThreadingHTTPServer | None = None
+
+    def start(self) -> RochallorServer:
+        server = self
+
+        class Handler(_Handler):
+            fake = server
+
+        self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        threading.Thread(target=self._httpd.serve_forever, name="rochallor-server", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> RochallorServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def add_job(self, job_type: str, variables: dict[str, Any]) -> str:
+        """Queue a job of `job_type` whose instance has `variables`; return its id."""
+        with self._lock:
+            n = next(self._ids)
+            job = {
+                "id": f"job-{n:05d}",
+                "jobType": job_type,
+                "instanceId": f"instance-{n:05d}",
+                "stepId": "sql",
+                "stepExecutionId": f"step-{n:05d}",
+                "retriesRemaining": 3,
+                "variables": variables,
+            }
+            self._queue.append(job)
+            return job["id"]
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def wait_for_results(self, count: int, timeout: float = 30.0) -> bool:
+        """Wait until `count` jobs were completed or failed; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while len(self.results) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._lock.wait(remaining)
+            return True
+
+    def wait_for(self, predicate: Any, timeout: float = 30.0) -> bool:
+        """Wait until predicate(server) is true; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not predicate(self):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._lock.wait(min(remaining, 0.01))
+            return True
+
+    def _poll(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        with self._lock:
+            self.polls.append(body)
+            types = set(body.get("jobTypes") or [])
+            taken, kept = [], deque()
+            while self._queue:
+                job = self._queue.popleft()
+                if job["jobType"] in types and len(taken) < int(body.get("maxJobs") or 1):
+                    taken.append(job)
+                else:
+                    kept.append(job)
+            self._queue = kept
+            lease = int(body.get("leaseSeconds") or 0) or self.lease_seconds
+            expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=lease)
+            for job in taken:
+                job["lockExpiresAt"] = expires.isoformat().replace("+00:00", "Z")
+                self.handed_out.append(job["id"])
+            return taken
+
+    def _callback(self, job_id: str, kind: str, body: dict[str, Any]) -> None:
+        with self._lock:
+            self.callbacks.append((job_id, kind, body))
+            self.results[job_id] = (kind, body)
+            self.reported_at[job_id] = time.monotonic()
+            self._lock.notify_all()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: RochallorServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if parts == ["v1", "jobs", "poll"]:
+            return self._send(200, {"jobs": self.fake._poll(body)})
+        if len(parts) == 4 and parts[:2] == ["v1", "jobs"] and parts[3] in ("complete", "fail"):
+            self.fake._callback(parts[2], parts[3], body)
+            return self._send(204, None)
+        return self._send(404, {"message": f"POST {self.path} is not served by the test server"})
+
+    def _send(self, status: int, payload: Any) -> None:
+        data = b"" if status == 204 else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if data:
+            self.wfile.write(data)
