@@ -281,6 +281,8 @@ def _load_and_swap(target: connections.Target, conn: sa.Connection, table: str, 
     # A seed killed where DDL is not transactional (MySQL) leaves a staging table behind.
     conn.execute(sa.schema.DropTable(staging, if_exists=True))
     conn.commit()
+    # Python's sqlite3 begins a transaction only at the first INSERT, so on SQLite the staging
+    # table's CREATE commits alone; the rows and the swap still commit together.
     with conn.begin():
         staging.create(conn)
         loaded = target.dialect.bulk_insert(
