@@ -61,6 +61,8 @@ _LOCKS = frozenset({1205, 1213})
 _TIME_LIMIT = frozenset({3024, 1969, 1317, 1028})
 _UNKNOWN_DATABASE = 1049
 _LOST_DURING_QUERY = 2013
+# MySQL's own code for "maximum statement execution time exceeded", for results it let through.
+_TIME_LIMIT_USED = 3024
 
 # How long past its time limit a query may run before the client gives up on the socket.
 BACKSTOP_SECONDS = 2.0
@@ -121,8 +123,10 @@ class MySQL(Dialect):
 
     def engine_options(self, url, *, read_only):
         options = super().engine_options(url, read_only=read_only)
-        connect_args: dict[str, Any] = {"connect_timeout": 10, "read_timeout": INITIAL_READ_TIMEOUT}
+        connect_args: dict[str, Any] = {"connect_timeout": 10}
         if read_only:
+            # Seeding (read-write) may wait long on a bulk load; queries have their own limit.
+            connect_args["read_timeout"] = INITIAL_READ_TIMEOUT
             # Each statement is its own read-only transaction, so there is nothing to roll back
             # when a connection returns to the pool: that ROLLBACK would be a round trip per query.
             connect_args["autocommit"] = True
@@ -159,6 +163,12 @@ class MySQL(Dialect):
                     code=_LOST_DURING_QUERY,
                 ) from None
             raise
+        if time.monotonic() - started >= timeout_ms / 1000:
+            # The server stopped the statement, but some functions swallow that and answer
+            # anyway (SLEEP on MySQL 8 returns 1, BENCHMARK on MariaDB 0): a made-up result.
+            raise QueryTimeoutError(
+                f"mysql: the query ran past its {timeout_ms} ms time limit and was stopped", code=_TIME_LIMIT_USED
+            )
 
     def fetch(self, connection, sql, params, limit):
         dbapi_connection = connection.dbapi_connection
