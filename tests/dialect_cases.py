@@ -175,11 +175,15 @@ def mysql_tables(url: str) -> None:
     """(Re)create the suite's tables in the MySQL database of `url`."""
     database = url.rsplit("/", 1)[-1]
     with mysql_admin(database) as conn, conn.cursor() as cursor:
-        cursor.execute("DROP TABLE IF EXISTS numbers, dialect_types, sneaky")
+        cursor.execute("DROP TABLE IF EXISTS numbers, dialect_types, zero_dates, sneaky")
         cursor.execute("CREATE TABLE numbers (n INTEGER)")
         cursor.executemany("INSERT INTO numbers VALUES (%s)", [(n,) for n in NUMBERS])
         cursor.execute("CREATE TABLE dialect_types (bits BIT(3), doc JSON)")
         cursor.execute("INSERT INTO dialect_types VALUES (b'101', '{\"a\": [1, 2]}')")
+        # Legacy data: zero dates, allowed by an empty sql_mode.
+        cursor.execute("SET SESSION sql_mode = ''")
+        cursor.execute("CREATE TABLE zero_dates (n INTEGER, d DATETIME, dd DATE)")
+        cursor.execute("INSERT INTO zero_dates VALUES (1, '2024-01-02 03:04:05', '2024-01-02'), (2, '0000-00-00', '0000-00-00')")
 
 
 def mysql_case(url: str) -> Case:

@@ -216,6 +216,15 @@ def test_postgresql_read_only_survives_set_config_on_the_same_connection(no_pars
     assert numbers(case) == list(range(1, 11))
 
 
+def test_mysql_zero_dates_stay_text_among_real_dates(request):
+    case = dialect_cases.mysql_case(request.getfixturevalue("mysql_tables"))
+    out = query(case, "SELECT d, dd FROM zero_dates ORDER BY n")
+    assert out["rows"] == [
+        {"d": "2024-01-02T03:04:05", "dd": "2024-01-02"},
+        {"d": "0000-00-00 00:00:00", "dd": "0000-00-00"},
+    ]
+
+
 # -- time limit -----------------------------------------------------------------------------------------
 
 

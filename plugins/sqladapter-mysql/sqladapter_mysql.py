@@ -86,6 +86,8 @@ _TYPE_NAMES.update(
     }
 )
 _BINARY_OR_TEXT = frozenset({FIELD_TYPE.BLOB, FIELD_TYPE.TINY_BLOB, FIELD_TYPE.MEDIUM_BLOB, FIELD_TYPE.LONG_BLOB})
+# Zero and invalid dates ('0000-00-00') come back as text among the column's real dates.
+_DATES = frozenset({FIELD_TYPE.DATE, FIELD_TYPE.NEWDATE, FIELD_TYPE.DATETIME, FIELD_TYPE.TIMESTAMP})
 
 # connection.info keys: what the session variables are set to, and the time limit asked for.
 _SESSION = "sqladapter.mysql.session"
@@ -219,6 +221,8 @@ class MySQL(Dialect):
             return _json_value
         if type_code == FIELD_TYPE.BIT and isinstance(sample, (bytes, bytearray)):
             return _bits
+        if type_code in _DATES:
+            return jsontypes.checked_converter(sample)
         return jsontypes.converter_for(sample)
 
     def classify(self, exc):
