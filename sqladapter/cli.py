@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -176,6 +177,11 @@ def worker(engine, task_names, threads, domain, poll_interval, register, owner_e
         sys.exit(rochallor.serve(url, names, worker_id=worker_id, parallelism=parallelism,
                                  result_variable=result_variable, poll_interval=poll_interval / 1000,
                                  grace_seconds=grace_period, announce=announce))
+    if os.environ.get("CONDUCTOR_WORKER_ISOLATION", "").strip().lower() == "thread":
+        raise click.UsageError(
+            "CONDUCTOR_WORKER_ISOLATION=thread is not supported: sqladapter worker stops its worker processes "
+            "one by one so running tasks can report; unset it"
+        )
     from .engines import conductor
 
     workers = [

@@ -240,9 +240,13 @@ def test_sigterm_mid_run_finishes_running_tasks_and_takes_no_more(tmp_path):
         assert "sqladapter worker: stopped" in worker.log()
 
 
-def test_sigint_stops_the_worker_cleanly(tmp_path):
+def test_register_flag_registers_the_task_definition_and_sigint_stops_cleanly(tmp_path):
     seed_with_cli(tmp_path)
     with ConductorServer("/api") as server:
-        with WorkerProcess(["--poll-interval", "20"], worker_env(server, tmp_path), tmp_path / "w.log") as worker:
+        args = ["--register", "--task-name", "query_sqlite", "--poll-interval", "20"]
+        with WorkerProcess(args, worker_env(server, tmp_path), tmp_path / "w.log") as worker:
             worker.wait_started()
+            assert server.wait_for(lambda s: {"query_sql", "query_sqlite"} <= set(s.task_defs), 60), worker.log()
             assert worker.stop(signal.SIGINT) == 0, worker.log()
+        task_def = server.task_defs["query_sql"]
+        assert task_def["retryCount"] >= 1 and task_def["responseTimeoutSeconds"] > 300 and task_def["ownerEmail"]
