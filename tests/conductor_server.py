@@ -90,7 +90,8 @@ class ConductorServer:
         self.response_timeout_seconds = response_timeout_seconds
 
         self._lock = threading.Condition()
-        self._queues: dict[str, deque[dict[str, Any]]] = {}
+        # Conductor keeps one queue per task type and domain; a poll without a domain reads the default one.
+        self._queues: dict[tuple[str, str | None], deque[dict[str, Any]]] = {}
         self._tasks: dict[str, dict[str, Any]] = {}
         self._ids = itertools.count(1)
         self.updates: list[Update] = []
@@ -141,17 +142,25 @@ class ConductorServer:
 
     # -- tasks -----------------------------------------------------------------------------
 
-    def add_task(self, task_type: str, input_data: dict[str, Any], *, task_id: str | None = None, **extra: Any) -> str:
-        """Queue one task of `task_type`; return its taskId."""
-        return self.add_tasks(task_type, [input_data], task_ids=[task_id] if task_id else None, **extra)[0]
+    def add_task(
+        self, task_type: str, input_data: dict[str, Any], *, task_id: str | None = None, domain: str | None = None, **extra: Any
+    ) -> str:
+        """Queue one task of `task_type` (in `domain`, if given); return its taskId."""
+        return self.add_tasks(task_type, [input_data], task_ids=[task_id] if task_id else None, domain=domain, **extra)[0]
 
     def add_tasks(
-        self, task_type: str, inputs: Iterable[dict[str, Any]], *, task_ids: list[str] | None = None, **extra: Any
+        self,
+        task_type: str,
+        inputs: Iterable[dict[str, Any]],
+        *,
+        task_ids: list[str] | None = None,
+        domain: str | None = None,
+        **extra: Any,
     ) -> list[str]:
-        """Queue tasks of `task_type`, one per input; return their taskIds in order."""
+        """Queue tasks of `task_type` (in `domain`, if given), one per input; return their taskIds in order."""
         ids = []
         with self._lock:
-            queue = self._queues.setdefault(task_type, deque())
+            queue = self._queues.setdefault((task_type, domain or None), deque())
             for i, input_data in enumerate(inputs):
                 n = next(self._ids)
                 task_id = task_ids[i] if task_ids else f"task-{n:06d}"
@@ -168,6 +177,7 @@ class ConductorServer:
                     "retryCount": 0,
                     "pollCount": 0,
                     "seq": n,
+                    "domain": domain,
                     **extra,
                 }
                 self._tasks[task_id] = task
@@ -177,14 +187,12 @@ class ConductorServer:
         return ids
 
     def pending(self, task_type: str | None = None) -> int:
-        """Tasks still queued (of one type, or all)."""
+        """Tasks still queued (of one type, or all), whatever their domain."""
         with self._lock:
-            if task_type is not None:
-                return len(self._queues.get(task_type, ()))
-            return sum(len(q) for q in self._queues.values())
+            return sum(len(q) for (kind, _), q in self._queues.items() if task_type in (None, kind))
 
-    def _take(self, task_type: str, count: int, worker_id: str | None) -> list[dict[str, Any]]:
-        queue = self._queues.get(task_type)
+    def _take(self, task_type: str, count: int, worker_id: str | None, domain: str | None = None) -> list[dict[str, Any]]:
+        queue = self._queues.get((task_type, domain or None))
         taken = []
         while queue and len(taken) < count:
             task = queue.popleft()
@@ -236,7 +244,7 @@ class ConductorServer:
                 task["status"] = body.get("status")
             next_task = None
             if endpoint == "update-v2" and self.chain and task is not None:
-                taken = self._take(task["taskType"], 1, body.get("workerId"))
+                taken = self._take(task["taskType"], 1, body.get("workerId"), task.get("domain"))
                 next_task = taken[0] if taken else None
             self._lock.notify_all()
             return next_task
@@ -312,12 +320,13 @@ class _Handler(BaseHTTPRequestHandler):
         timeout = int(query.get("timeout", "100")) / 1000
         deadline = time.monotonic() + timeout
         with fake._lock:
-            while not fake._queues.get(task_type) and fake._httpd is not None:
+            domain = query.get("domain") or None
+            while not fake._queues.get((task_type, domain)) and fake._httpd is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 fake._lock.wait(remaining)
-            tasks = fake._take(task_type, count, query.get("workerid"))
+            tasks = fake._take(task_type, count, query.get("workerid"), domain)
             fake.polls.append(Poll(task_type, query.get("workerid"), query.get("domain"), count, len(tasks)))
         self._send(200, tasks)
 

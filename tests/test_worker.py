@@ -250,3 +250,20 @@ def test_register_flag_registers_the_task_definition_and_sigint_stops_cleanly(tm
             assert worker.stop(signal.SIGINT) == 0, worker.log()
         task_def = server.task_defs["query_sql"]
         assert task_def["retryCount"] >= 1 and task_def["responseTimeoutSeconds"] > 300 and task_def["ownerEmail"]
+
+
+def test_sdk_environment_variables_override_the_options(tmp_path):
+    """CONDUCTOR_WORKER_* settings win over --threads/--domain, as with any conductor-python worker."""
+    seed_with_cli(tmp_path)
+    with ConductorServer("/api") as server:
+        red = server.add_task("query_sql", {"connection_string": "fake_people.db", "query": "SELECT 1 AS one"}, domain="red")
+        blue = server.add_task("query_sql", {"connection_string": "fake_people.db", "query": "SELECT 2 AS two"}, domain="blue")
+        env = worker_env(server, tmp_path, CONDUCTOR_WORKER_ALL_THREAD_COUNT="3", CONDUCTOR_WORKER_QUERY_SQL_DOMAIN="blue")
+        args = ["--threads", "8", "--domain", "red", "--poll-interval", "20"]
+        with WorkerProcess(args, env, tmp_path / "w.log") as worker:
+            line = worker.wait_started()
+            assert wait_for_task(server, blue)["outputData"]["rows"] == [{"two": 2}]
+            assert worker.stop() == 0
+        assert "query_sql (3 threads, domain blue)" in line
+        assert {p.domain for p in server.polls} == {"blue"} and max(p.count for p in server.polls) == 3
+        assert server.updates_for(red) == []
