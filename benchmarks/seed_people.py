@@ -2,7 +2,8 @@
 
 Both sides include generating the rows with `sqladapter.seed.generate_people` (timed alone
 too, for reference), so the ratio is what seeding adds on top of the driver's own bulk path:
-the staging table, the swap, the engine. Baselines, each into a fresh table of a file:
+the staging table, the swap, the engine. Every call on either side writes a new database
+file (the previous one is deleted first), so both load into the same empty state. Baselines:
 
     sqlite   sqlite3 executemany of all rows in one transaction
     duckdb   csv.writer to a temporary file, then COPY (the fastest bare path without pyarrow
@@ -37,11 +38,16 @@ def _generate(rows: int) -> int:
     return sum(len(batch) for batch in generate_people(rows, 1))
 
 
+def _remove(path: Path) -> None:
+    for suffix in ("", "-journal", "-wal", ".wal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
 def _sqlite_driver(path: Path, rows: int) -> Callable[[], Any]:
     def call() -> None:
+        _remove(path)
         conn = sqlite3.connect(path)
         try:
-            conn.execute("DROP TABLE IF EXISTS people")
             conn.execute(
                 "CREATE TABLE people (name VARCHAR(100) NOT NULL, surname VARCHAR(100) NOT NULL, "
                 "birth_date VARCHAR(10) NOT NULL, zip_code VARCHAR(5) NOT NULL)"
@@ -59,9 +65,9 @@ def _duckdb_driver(path: Path, rows: int) -> Callable[[], Any]:
     import duckdb
 
     def call() -> None:
+        _remove(path)
         conn = duckdb.connect(str(path))
         try:
-            conn.execute("DROP TABLE IF EXISTS people")
             conn.execute(
                 "CREATE TABLE people (name VARCHAR NOT NULL, surname VARCHAR NOT NULL, "
                 "birth_date DATE NOT NULL, zip_code VARCHAR NOT NULL)"
@@ -81,6 +87,7 @@ def _duckdb_driver(path: Path, rows: int) -> Callable[[], Any]:
 
 def _seed(database: str, rows: int, settings: Settings) -> Callable[[], Any]:
     def call() -> None:
+        _remove(settings.data_dir / database)
         (result,) = seed(database, rows=rows, random_seed=1, force=True, settings=settings)
         assert result.rows == rows
 

@@ -308,3 +308,12 @@ def test_unreachable_server_is_retryable_and_keeps_the_password_out(data_dir: Pa
     assert result.exit_code == 3, result.output
     assert "database_unavailable, retryable" in result.output
     assert "hunter2" not in result.output
+
+
+def test_progress_is_reported_per_batch_up_to_the_total(data_dir: Path):
+    calls: list[tuple[str, int, int]] = []
+    seed("progress.db", dataset="all", rows=25_000, progress=lambda *call: calls.append(call))
+    people = [c for c in calls if c[0] == "people"]
+    orders = [c for c in calls if c[0] == "orders"]
+    assert people[-1] == ("people", 25_000, 25_000) and orders[-1] == ("orders", 25_000, 25_000)
+    assert [c[1] for c in people] == sorted(c[1] for c in people) and len(people) > 2
