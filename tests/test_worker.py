@@ -267,3 +267,23 @@ def test_sdk_environment_variables_override_the_options(tmp_path):
         assert "query_sql (3 threads, domain blue)" in line
         assert {p.domain for p in server.polls} == {"blue"} and max(p.count for p in server.polls) == 3
         assert server.updates_for(red) == []
+
+
+def test_a_bug_fails_the_task_with_a_generic_message_and_logs_the_traceback(monkeypatch, caplog):
+    """An exception that is not a SqlAdapterError is the worker's fault: FAILED (retryable), no details leak."""
+    from conductor.client.http.models.task import Task
+
+    from sqladapter.engines import conductor
+
+    def broken(task_input):
+        raise RuntimeError(f"internal state with postgresql://app:{PASSWORD}@db/x")
+
+    monkeypatch.setattr(conductor, "run_query", broken)
+    task = Task(task_id="t-1", workflow_instance_id="wf-1", task_def_name="query_sql", input_data={"query": "SELECT 1"})
+    with caplog.at_level("ERROR", logger="sqladapter.worker"):
+        result = conductor.execute_query_task(task)
+    assert result.status == "FAILED"
+    assert result.output_data["error"]["type"] == "internal" and result.output_data["error"]["retryable"] is True
+    assert "t-1" in result.reason_for_incompletion and PASSWORD not in json.dumps(result.to_dict(), default=str)
+    assert "RuntimeError" in caplog.text  # the traceback is in the worker's log ...
+    assert PASSWORD not in caplog.text  # ... without the password

@@ -8,7 +8,9 @@ task when they are strings.
 Stopping: the SDK's `stop_processes` kills worker processes mid-task. `serve` instead sends
 each worker process SIGTERM, on which the process stops polling, ends the update-v2 chain
 after the task in hand, reports every task it holds, and exits; only a process still busy
-after the grace period is killed.
+after the grace period is killed. That stop sets three attributes of the SDK's TaskRunner
+(`_use_update_v2`, `_running_tasks`, `_shutdown`), which is one reason pyproject pins
+conductor-python to 2.0.x; tests/test_worker.py fails if they change meaning.
 """
 
 import logging
@@ -16,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from conductor.client.automator.task_handler import TaskHandler
@@ -58,8 +61,8 @@ def execute_query_task(task: Task) -> TaskResult:
         return failed_result(result, exc)
     except Exception:
         # A bug, not a database answer: the traceback goes to the worker log only, since it
-        # may quote values from the connection or the rows.
-        log.exception("task %s (%s): unexpected error", task.task_id, task.task_def_name)
+        # may quote values from the connection or the rows; URL passwords are taken out.
+        log.error("task %s (%s): unexpected error\n%s", task.task_id, task.task_def_name, redact(traceback.format_exc()))
         message = f"unexpected error in the sqladapter worker (task {task.task_id}); the worker's log has the details"
         result.status = TaskResultStatus.FAILED
         result.reason_for_incompletion = message

@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 import time
+import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Mapping
 
@@ -55,8 +56,8 @@ def make_handler(result_variable: str = DEFAULT_RESULT_VARIABLE) -> Callable[[di
                 raise RetryableQueryError(message) from None
             raise NonRetryableError(message) from None
         except Exception:
-            # A bug, not a database answer: the traceback stays in the worker's log.
-            log.exception("job %s (%s): unexpected error", job.get("id"), job.get("jobType"))
+            # A bug, not a database answer: the traceback stays in the worker's log, URL passwords out.
+            log.error("job %s (%s): unexpected error\n%s", job.get("id"), job.get("jobType"), redact(traceback.format_exc()))
             raise RetryableQueryError(
                 f"unexpected error in the sqladapter worker (job {job.get('id')}); the worker's log has the details"
             ) from None
