@@ -28,9 +28,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
+import itertools
 import math
 import uuid
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 MAX_SAFE_INTEGER = 2**53 - 1
 
@@ -191,6 +192,13 @@ def typed_column(values: Sequence[Any], convert: Converter | None) -> list[Any] 
     except (TypeError, OverflowError):  # not the one type the column was taken for
         pass
     return [None if value is None else convert(value) for value in values]
+
+
+def all_json_kinds(rows: Iterable[Iterable[Any]]) -> bool:
+    """Whether every value in `rows` is text, a boolean or null: JSON as it is, in one pass."""
+    kinds = set(map(type, itertools.chain.from_iterable(rows)))
+    kinds.discard(type(None))
+    return kinds <= _JSON_KINDS
 
 
 def untyped_column(values: Sequence[Any]) -> list[Any] | None:
