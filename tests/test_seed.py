@@ -23,10 +23,8 @@ from sqladapter.cli import cli
 from sqladapter.errors import ConnectionConfigError, InputError
 from sqladapter.seed import generate_orders, generate_people, seed, tutorial_people
 
-from conftest import server_unavailable
+from conftest import MYSQL_HOST, POSTGRESQL_HOST, mysql_admin, postgresql_admin, server_unavailable
 
-MYSQL_URL = "mysql://root@127.0.0.1:3306/sqla_seed"
-POSTGRESQL_URL = "postgresql://postgres@127.0.0.1:5432/sqla_seed"
 SEED_TABLES = ("orders", "people", "orders__loading", "people__loading", "orders__replaced", "people__replaced")
 TUTORIAL = [
     {"name": "John", "surname": "Doe", "birth_date": "1990-01-01", "zip_code": "12345"},
@@ -46,36 +44,23 @@ def _require_dialect(scheme: str, package: str) -> None:
 
 def _mysql() -> str:
     _require_dialect("mysql", "sqladapter-mysql")
-    import pymysql
-
-    try:
-        conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", connect_timeout=5)
-    except pymysql.err.OperationalError as exc:
-        server_unavailable(f"MariaDB on 127.0.0.1:3306 does not answer: {exc}")
-    with conn:
-        with conn.cursor() as cursor:
-            cursor.execute("CREATE DATABASE IF NOT EXISTS sqla_seed")
-            cursor.execute("USE sqla_seed")
-            for table in SEED_TABLES:
-                cursor.execute(f"DROP TABLE IF EXISTS `{table}`")
-    return MYSQL_URL
+    with mysql_admin() as conn, conn.cursor() as cursor:
+        cursor.execute("CREATE DATABASE IF NOT EXISTS sqla_seed CHARACTER SET utf8mb4")
+        cursor.execute("USE sqla_seed")
+        for table in SEED_TABLES:
+            cursor.execute(f"DROP TABLE IF EXISTS `{table}`")
+    return f"mysql://root@{MYSQL_HOST}/sqla_seed"
 
 
 def _postgresql() -> str:
     _require_dialect("postgresql", "sqladapter-postgresql")
-    import psycopg
-
-    try:
-        admin = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        server_unavailable(f"PostgreSQL on 127.0.0.1:5432 does not answer: {exc}")
-    with admin:
+    with postgresql_admin() as admin:
         if admin.execute("SELECT 1 FROM pg_database WHERE datname = 'sqla_seed'").fetchone() is None:
             admin.execute("CREATE DATABASE sqla_seed")
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=sqla_seed", autocommit=True) as conn:
+    with postgresql_admin("sqla_seed") as conn:
         for table in SEED_TABLES:
             conn.execute(f'DROP TABLE IF EXISTS "{table}"')
-    return POSTGRESQL_URL
+    return f"postgresql://postgres@{POSTGRESQL_HOST}/sqla_seed"
 
 
 def _duckdb() -> str:
