@@ -218,8 +218,8 @@ class FaultyConductorServer(ConductorServer):
             queue = self.faults.get(task_id)
             return queue.pop(0) if queue else None
 
-    def _take(self, task_type: str, count: int, worker_id: str | None) -> list[dict[str, Any]]:
-        taken = super()._take(task_type, count, worker_id)
+    def _take(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        taken = super()._take(*args, **kwargs)
         for task in taken:
             self.handed_at[task["taskId"]] = time.monotonic()
         return taken
@@ -258,7 +258,11 @@ class FaultyConductorServer(ConductorServer):
             for task_id in late:
                 task = self._tasks[task_id]
                 (retry,) = self.add_tasks(
-                    task["taskType"], [task["inputData"]], task_ids=[f"{task_id}-retry"], retryCount=task["retryCount"] + 1
+                    task["taskType"],
+                    [task["inputData"]],
+                    task_ids=[f"{task_id}-retry"],
+                    domain=task.get("domain"),
+                    retryCount=task["retryCount"] + 1,
                 )
                 self.retries[task_id] = retry
 
