@@ -36,6 +36,7 @@ from .settings import Settings
 log = logging.getLogger("sqladapter")
 
 _not_none = functools.partial(operator.is_not, None)
+_first = operator.itemgetter(0)
 
 SHAPES = ("objects", "arrays")
 FETCHES = ("rows", "one", "value")
@@ -271,7 +272,7 @@ def _default_classification(exc: BaseException) -> SqlAdapterError:
 
 
 def _to_json(dialect: Any, description: Any, rows: list, shape: str) -> tuple[list[dict[str, str]], list]:
-    names = tuple(column[0] for column in description)
+    names = tuple(map(_first, description))
     width = len(names)
     if shape != "arrays" and len(set(names)) != width:
         duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -283,7 +284,10 @@ def _to_json(dialect: Any, description: Any, rows: list, shape: str) -> tuple[li
     # rows are never transposed or copied for columns already JSON; only a column that needs
     # converting is taken out, converted, and zipped back in.
     getters = _getters(width)
-    samples = [next(filter(_not_none, map(get, rows)), None) for get in getters]
+    if rows and None not in rows[0]:
+        samples = list(rows[0])
+    else:
+        samples = [next(filter(_not_none, map(get, rows)), None) for get in getters]
     columns = [{"name": names[i], "type": dialect.column_type(description[i], samples[i])} for i in range(width)]
     converted: dict[int, list[Any]] = {}
     if dialect.typed_columns:

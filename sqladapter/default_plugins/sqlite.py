@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
+import math
 import sqlite3
 import time
 import urllib.parse
-from typing import Any, Iterator
+from typing import Any
 
 from sqlalchemy.pool import QueuePool
 
@@ -74,6 +74,28 @@ sqlite3.register_converter("JSONB", _json_or_text)
 sqlite3.register_converter("DATE", _text)
 sqlite3.register_converter("TIMESTAMP", _text)
 
+class _Deadline:
+    """A connection's time limit: its progress handler, and the context manager arming it."""
+
+    __slots__ = ("at", "seconds")
+
+    def __init__(self) -> None:
+        self.at = math.inf
+        self.seconds = 0.0
+
+    def expired(self) -> bool:
+        # Returning true from the progress handler interrupts the statement.
+        return time.monotonic() > self.at
+
+    def __enter__(self) -> None:
+        self.at = time.monotonic() + self.seconds
+
+    def __exit__(self, *_exc: object) -> None:
+        self.at = math.inf
+
+
+_DEADLINE = "sqladapter.sqlite.deadline"
+
 _STORAGE_CLASSES = {int: "INTEGER", float: "REAL", str: "TEXT", bytes: "BLOB", type(None): "NULL"}
 
 
@@ -117,16 +139,19 @@ class SQLite(Dialect):
         # the statement and its read lock: nothing is left for the pool's rollback to undo.
         return True
 
-    @contextlib.contextmanager
-    def time_limit(self, connection, timeout_ms: int) -> Iterator[None]:
-        deadline = time.monotonic() + timeout_ms / 1000
+    def time_limit(self, connection, timeout_ms: int) -> _Deadline:
+        # One progress handler per connection, installed on its first query and armed for each
+        # query: cheaper than installing and removing a handler every time.
         dbapi_connection = connection.dbapi_connection
-        # Returning true from the progress handler interrupts the statement.
-        dbapi_connection.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
-        try:
-            yield
-        finally:
-            dbapi_connection.set_progress_handler(None, _PROGRESS_STEPS)
+        installed = connection.info.get(_DEADLINE)
+        if installed is None or installed[0] is not dbapi_connection:
+            deadline = _Deadline()
+            dbapi_connection.set_progress_handler(deadline.expired, _PROGRESS_STEPS)
+            connection.info[_DEADLINE] = (dbapi_connection, deadline)
+        else:
+            deadline = installed[1]
+        deadline.seconds = timeout_ms / 1000
+        return deadline
 
     def column_type(self, column, sample):
         return _STORAGE_CLASSES.get(type(sample)) or super().column_type(column, sample)
