@@ -253,6 +253,9 @@ class ConductorServer:
 class _Handler(BaseHTTPRequestHandler):
     fake: ConductorServer
     protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's HTTP client expects
+    # Headers and body go out in two writes; without TCP_NODELAY, Nagle's algorithm and delayed
+    # ACKs hold each response back for about 40 ms.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # the tests read records, not access logs
         pass

@@ -141,6 +141,9 @@ class RochallorServer:
 class _Handler(BaseHTTPRequestHandler):
     fake: RochallorServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; without TCP_NODELAY, Nagle's algorithm and delayed
+    # ACKs hold each response back for about 40 ms.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
