@@ -39,6 +39,8 @@ ZIP = "04242"
 os.environ["SQLADAPTER_DATA_DIR"] = str(DATA_DIR)
 # The operator's cap must allow the wide result; the default max_rows (1000) is unchanged.
 os.environ["SQLADAPTER_MAX_ROWS"] = str(WIDE_ROWS)
+# ... and so must the output budget (100,000 rows are about 7 MB of JSON).
+os.environ["SQLADAPTER_MAX_OUTPUT_BYTES"] = str(64 * 1024 * 1024)
 
 from sqladapter import SqlAdapterError, run_query  # noqa: E402
 
