@@ -32,7 +32,7 @@ from conductor.client.worker.worker import Worker
 from conductor.client.worker.worker_config import resolve_worker_config
 
 from ..errors import SqlAdapterError, redact
-from ..query import run_query
+from ..query import INPUT_FIELDS, run_query
 from ..settings import Settings
 from . import TASK_NAME
 
@@ -112,7 +112,7 @@ def task_definition(name: str = TASK_NAME, owner_email: str = DEFAULT_OWNER_EMAI
         response_timeout_seconds=response_timeout,
         timeout_seconds=(retry_count + 1) * response_timeout + 5 * (2**retry_count),
         timeout_policy="TIME_OUT_WF",
-        input_keys=["connection_string", "connection", "query", "parameters", "max_rows", "timeout_ms", "shape", "fetch"],
+        input_keys=sorted(INPUT_FIELDS),
         output_keys=["columns", "rowCount", "truncated", "rows", "row", "value", "dialect", "elapsedMs", "error"],
     )
 
@@ -254,6 +254,12 @@ def serve(
     try:
         handler.start_processes()
         announce(startup_line(configuration, workers, sorted(registry().by_name)))
+        if not configuration.host.rstrip("/").endswith("/api"):
+            # The SDK appends /tasks/... to the URL as given; without /api every poll is a 404.
+            announce(
+                "sqladapter worker: warning: CONDUCTOR_SERVER_URL usually ends in /api "
+                "(Conductor OSS, Orkes) or /workflow-server/api (Oracle MicroTx Workflows)"
+            )
         while not stop.wait(0.5):
             pass
         announce(f"sqladapter worker: stopping; running tasks get up to {grace_seconds:g}s to finish")
