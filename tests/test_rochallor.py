@@ -133,7 +133,7 @@ def test_sigterm_lets_running_jobs_report_and_takes_no_more(tmp_path):
     with RochallorServer() as server:
         ids = [server.add_job("query_sql", {"connection_string": "fake_people.db", "query": SLOW_QUERY}) for _ in range(30)]
         args = ["--engine", "rochallor", "--url", server.url, "--parallelism", "2", "--poll-interval", "20",
-                "--result-variable", "count"]
+                "--result-variable", "count", "--worker-id", "sql-worker-1"]
         with WorkerProcess(args, {"SQLADAPTER_DATA_DIR": str(tmp_path)}, tmp_path / "w.log") as worker:
             worker.wait_started()
             # Signal while jobs are running: some reported, more handed out than reported.
@@ -147,3 +147,5 @@ def test_sigterm_lets_running_jobs_report_and_takes_no_more(tmp_path):
         assert all(kind == "complete" and body["variables"] == {"count": {**body["variables"]["count"], "rows": [{"n": 400000}]}}
                    for kind, body in server.results.values())
         assert server.pending() == len(ids) - len(server.handed_out) > 0
+        assert {poll["workerId"] for poll in server.polls} == {"sql-worker-1"}
+        assert {body["workerId"] for _, body in server.results.values()} == {"sql-worker-1"}

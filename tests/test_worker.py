@@ -259,7 +259,7 @@ def test_sdk_environment_variables_override_the_options(tmp_path):
         red = server.add_task("query_sql", {"connection_string": "fake_people.db", "query": "SELECT 1 AS one"}, domain="red")
         blue = server.add_task("query_sql", {"connection_string": "fake_people.db", "query": "SELECT 2 AS two"}, domain="blue")
         env = worker_env(server, tmp_path, CONDUCTOR_WORKER_ALL_THREAD_COUNT="3", CONDUCTOR_WORKER_QUERY_SQL_DOMAIN="blue")
-        args = ["--threads", "8", "--domain", "red", "--poll-interval", "20"]
+        args = ["--threads", "8", "--domain", "red", "--poll-interval", "20", "--worker-id", "worker-7"]
         with WorkerProcess(args, env, tmp_path / "w.log") as worker:
             line = worker.wait_started()
             assert wait_for_task(server, blue)["outputData"]["rows"] == [{"two": 2}]
@@ -267,6 +267,22 @@ def test_sdk_environment_variables_override_the_options(tmp_path):
         assert "query_sql (3 threads, domain blue)" in line
         assert {p.domain for p in server.polls} == {"blue"} and max(p.count for p in server.polls) == 3
         assert server.updates_for(red) == []
+        assert {p.worker_id for p in server.polls} == {"worker-7"} and server.updates_for(blue)[0].body["workerId"] == "worker-7"
+
+
+def test_a_task_still_running_after_the_grace_period_is_abandoned_and_the_worker_exits(tmp_path):
+    seed_with_cli(tmp_path)
+    endless = SLOW_QUERY.replace("400000", "100000000")
+    with ConductorServer("/api") as server:
+        task_id = server.add_task("query_sql", {"connection_string": "fake_people.db", "query": endless})
+        args = ["--grace-period", "0.5", "--poll-interval", "20"]
+        with WorkerProcess(args, worker_env(server, tmp_path), tmp_path / "w.log") as worker:
+            assert server.wait_for(lambda s: task_id in s.handed_out, 60), worker.log()
+            started = time.monotonic()
+            assert worker.stop(timeout=30) == 0, worker.log()
+            assert time.monotonic() - started < 20
+        assert "still busy after 0.5s; killing it" in worker.log()
+        assert server.updates_for(task_id) == []  # the server times it out and hands it out again
 
 
 def test_a_bug_fails_the_task_with_a_generic_message_and_logs_the_traceback(monkeypatch, caplog):
