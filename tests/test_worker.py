@@ -202,6 +202,7 @@ def test_auth_key_and_secret_get_a_token_and_stay_out_of_the_log(tmp_path):
         assert PASSWORD not in worker.log()
 
 
+@pytest.mark.slow
 def test_200_tasks_across_8_threads_none_lost_or_duplicated(tmp_path):
     seed_with_cli(tmp_path)
     with ConductorServer("/api") as server:
