@@ -116,6 +116,7 @@ def test_terminal_error_fails_without_retry(served):
     assert error["type"] == "not_read_only" and error["retryable"] is False
     assert body["reasonForIncompletion"] == error["message"]
     assert any("terminal" in entry["log"] for entry in body["logs"])
+    assert all(entry["taskId"] == task_id and entry["createdTime"] > 1e12 for entry in body["logs"])  # epoch ms
 
 
 def test_misspelt_input_field_is_refused_and_engine_keys_are_ignored(served):

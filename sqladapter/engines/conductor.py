@@ -26,6 +26,7 @@ from conductor.client.automator.task_runner import TaskRunner
 from conductor.client.configuration.configuration import Configuration
 from conductor.client.http.models.task import Task
 from conductor.client.http.models.task_def import TaskDef
+from conductor.client.http.models.task_exec_log import TaskExecLog
 from conductor.client.http.models.task_result import TaskResult
 from conductor.client.http.models.task_result_status import TaskResultStatus
 from conductor.client.worker.worker import Worker
@@ -67,14 +68,15 @@ def execute_query_task(task: Task) -> TaskResult:
         result.status = TaskResultStatus.FAILED
         result.reason_for_incompletion = message
         result.output_data = {"error": {"type": "internal", "message": message, "retryable": True, "code": None}}
-        result.log(message)
+        _log(result, message)
         return result
     result.status = TaskResultStatus.COMPLETED
     result.output_data = output
     if output.get("truncated"):
-        result.log(
+        _log(
+            result,
             f"output truncated to {output['rowCount']} rows by max_rows or SQLADAPTER_MAX_OUTPUT_BYTES; "
-            "page with LIMIT/OFFSET or a WHERE clause to get the rest"
+            "page with LIMIT/OFFSET or a WHERE clause to get the rest",
         )
     return result
 
@@ -86,12 +88,17 @@ def failed_result(result: TaskResult, exc: SqlAdapterError) -> TaskResult:
     result.status = TaskResultStatus.FAILED if exc.retryable else TaskResultStatus.FAILED_WITH_TERMINAL_ERROR
     result.reason_for_incompletion = message
     result.output_data = {"error": error}
-    result.log(f"{exc.type}: {message}")
+    _log(result, f"{exc.type}: {message}")
     if exc.retryable:
-        result.log("retryable: Conductor runs the task again per its definition's retryCount and retryDelaySeconds")
+        _log(result, "retryable: Conductor runs the task again per its definition's retryCount and retryDelaySeconds")
     else:
-        result.log("terminal: running the same input again cannot succeed; fix the task input or the query")
+        _log(result, "terminal: running the same input again cannot succeed; fix the task input or the query")
     return result
+
+
+def _log(result: TaskResult, line: str) -> None:
+    # TaskResult.log leaves the time empty; the server shows task logs by createdTime (epoch ms).
+    result.logs = (result.logs or []) + [TaskExecLog(line, result.task_id, int(time.time() * 1000))]
 
 
 def task_definition(name: str = TASK_NAME, owner_email: str = DEFAULT_OWNER_EMAIL, settings: Optional[Settings] = None) -> TaskDef:
