@@ -69,8 +69,14 @@ def _sqlite_connect() -> Any:
 
 def _duckdb_connect() -> Any:
     import duckdb
+    import duckdb_engine
+    import sqlalchemy
+    from sqladapter_duckdb import READ_ONLY_CONFIG
 
-    return duckdb.connect(str(DATA_DIR / "bench.duckdb"), read_only=True)
+    # One process may open a DuckDB file with one configuration only: the one the plugin's
+    # engine opened it with (duckdb_engine adds its user agent).
+    config = dict(READ_ONLY_CONFIG, custom_user_agent=f"duckdb_engine/{duckdb_engine.__version__}(sqlalchemy/{sqlalchemy.__version__})")
+    return duckdb.connect(str(DATA_DIR / "bench.duckdb"), read_only=True, config=config)
 
 
 def _mariadb_connect() -> Any:
