@@ -4,6 +4,7 @@ MariaDB/MySQL and PostgreSQL (real files and real servers)."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -237,6 +238,31 @@ def test_the_time_limit_stops_a_slow_query_and_the_connection_stays_usable(case)
     assert elapsed < 4, f"stopped only after {elapsed:.1f}s"
     assert caught.value.retryable is True
     assert numbers(case) == list(range(1, 11))
+
+
+def test_a_time_limit_that_ends_before_the_query_starts_still_stops_it(case):
+    # With 1 ms, and threads competing for the interpreter, the limit often passes before the
+    # database has begun the query; it must be stopped all the same, every time. In threads
+    # that are waited on with a timeout, so a query that is never stopped fails the test
+    # instead of hanging it.
+    outcomes = []
+
+    def run():
+        for _ in range(10):
+            try:
+                query(case, case.slow_query, timeout_ms=1)
+                outcomes.append("finished")
+            except QueryTimeoutError:
+                outcomes.append("stopped")
+
+    workers = [threading.Thread(target=run, daemon=True) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    deadline = time.monotonic() + 60
+    for worker in workers:
+        worker.join(timeout=max(0, deadline - time.monotonic()))
+    assert not any(w.is_alive() for w in workers), f"a query with a 1 ms time limit still ran after 60 s: {outcomes}"
+    assert outcomes == ["stopped"] * 40
 
 
 # -- servers: killed connections, refused credentials --------------------------------------------------

@@ -81,6 +81,8 @@ READ_ONLY_CONFIG = {
 }
 
 _MEMORY = ("", ":memory:")
+# How often a query past its deadline is interrupted again until it stops.
+_REINTERRUPT_SECONDS = 0.01
 
 
 class _Watchdog:
@@ -110,7 +112,7 @@ class _Watchdog:
         return token
 
     def release(self, token: int) -> None:
-        """Stop watching; once this returns, that connection will not be interrupted for it."""
+        """Stop watching; once this returns, that connection is not interrupted for it again."""
         with self._condition:
             self._watched.pop(token, None)
             # Released entries stay in the heap until they surface; rebuild when they dominate.
@@ -132,11 +134,14 @@ class _Watchdog:
                     self._condition.wait(delay)
                     continue
                 heapq.heappop(self._heap)
-                connection = self._watched.pop(token)
+                connection = self._watched[token]
                 # Under the lock, so `release` returning means no late interrupt; an interrupt
                 # that lands between two queries is harmless (the next query resets it).
                 with contextlib.suppress(Exception):
                     connection.interrupt()
+                # DuckDB clears an interrupt when a query starts, so one that arrived before the
+                # query got going is lost: keep interrupting until the query's block releases it.
+                heapq.heappush(self._heap, (time.monotonic() + _REINTERRUPT_SECONDS, token))
                 # This daemon thread outlives the interpreter's cleanup; holding the connection
                 # while it waits would keep DuckDB objects alive past shutdown.
                 del connection
@@ -199,7 +204,7 @@ class DuckDB(Dialect):
         description = con.description
         if description is None:
             return (), []
-        return description, con.fetchmany(limit)
+        return description, self.fetch_rows(con.fetchmany, limit)
 
     def column_type(self, column, sample):
         return str(column[1])
