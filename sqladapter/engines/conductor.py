@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from conductor.client.automator.task_handler import TaskHandler
@@ -314,25 +315,29 @@ def register_definitions(
     from conductor.client.orkes.orkes_metadata_client import OrkesMetadataClient
 
     configuration = configuration or Configuration()
+    server = redact(configuration.host)
     client = OrkesMetadataClient(configuration)
     done = []
     try:
-        for name in task_names:
-            task_def = task_definition(name, owner_email)
-            try:
-                client.update_task_def(task_def)  # PUT: create or replace, so running it twice is harmless
-            except ApiException:
-                client.register_task_def(task_def)  # servers that only create through POST
-            done.append(f"task definition {name}")
-        for data in workflows:
-            model = ApiClient().deserialize_class({"ownerEmail": owner_email, **data}, "WorkflowDef")
-            client.update_workflow_def(model, overwrite=True)  # PUT [def]: create or replace
-            done.append(f"workflow {model.name} v{model.version}")
+        # The SDK's serializer reads a deprecated field of its own models and warns about it.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for name in task_names:
+                task_def = task_definition(name, owner_email)
+                try:
+                    client.update_task_def(task_def)  # PUT: create or replace, so running it twice is harmless
+                except ApiException:
+                    client.register_task_def(task_def)  # servers that only create through POST
+                done.append(f"task definition {name}")
+            for data in workflows:
+                model = ApiClient().deserialize_class({"ownerEmail": owner_email, **data}, "WorkflowDef")
+                client.update_workflow_def(model, overwrite=True)  # PUT [def]: create or replace
+                done.append(f"workflow {model.name} v{model.version}")
     except ApiException as exc:
         reason = redact(str(getattr(exc, "body", None) or getattr(exc, "reason", None) or exc))
         if not exc.status:  # the SDK reports a refused connection as status 0
-            raise ConnectionError(f"cannot reach the Conductor server at {redact(configuration.host)}: {reason}") from None
-        raise ConnectionError(f"the Conductor server at {redact(configuration.host)} refused: HTTP {exc.status}: {reason}") from None
+            raise ConnectionError(f"cannot reach the Conductor server at {server}: {reason}") from None
+        raise ConnectionError(f"the Conductor server at {server} refused: HTTP {exc.status}: {reason}") from None
     except OSError as exc:
-        raise ConnectionError(f"cannot reach the Conductor server at {redact(configuration.host)}: {exc}") from None
+        raise ConnectionError(f"cannot reach the Conductor server at {server}: {exc}") from None
     return done
