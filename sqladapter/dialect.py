@@ -10,8 +10,10 @@ and time-limited, how its values become JSON, and which of its errors are worth 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
+import orjson
 import sqlalchemy
 
 from . import errors, jsontypes
@@ -24,6 +26,21 @@ __all__ = ["Dialect"]
 
 # A DB-API cursor.description entry: (name, type_code, display_size, internal_size, precision, scale, null_ok)
 ColumnDescription = Sequence[Any]
+
+#: The output byte budget of the query being run, set by `run_query` around the fetch.
+output_budget: contextvars.ContextVar[int | None] = contextvars.ContextVar("sqladapter_output_budget", default=None)
+
+# Rows asked of the driver at once by `Dialect.fetch_rows`: the first chunk, and the most.
+_FIRST_CHUNK = 16
+_MAX_CHUNK = 4096
+
+
+def _json_size_at_least(rows: Sequence[Any]) -> int:
+    """Bytes these rows take at least in the task's JSON output (types orjson lacks count 1)."""
+    try:
+        return len(orjson.dumps(rows, default=lambda _: 0, option=orjson.OPT_NON_STR_KEYS))
+    except TypeError:  # an integer past 64 bits: count only text and binary values
+        return sum(len(v) for row in rows for v in row if isinstance(v, (str, bytes, bytearray)))
 
 
 class Dialect:
@@ -47,6 +64,10 @@ class Dialect:
     forbidden_functions: ClassVar[frozenset[str]] = frozenset()
     #: False where one column may hold values of different types (SQLite), so every value is checked.
     typed_columns: ClassVar[bool] = True
+    #: True where the database stops sooner when the SQL says how many rows will be read than
+    #: when the driver stops reading (a streamed PostgreSQL query can only be cancelled): the
+    #: core then appends LIMIT max_rows + 1 to a top-level SELECT without a LIMIT of its own.
+    row_limit_in_sql: ClassVar[bool] = False
     #: Distribution to pip install for this dialect, named in hints.
     package: ClassVar[str] = ""
 
@@ -100,9 +121,35 @@ class Dialect:
             description = cursor.description
             if description is None:
                 return (), []
-            return description, cursor.fetchmany(limit)
+            return description, self.fetch_rows(cursor.fetchmany, limit)
         finally:
             cursor.close()
+
+    def fetch_rows(self, fetchmany: Callable[[int], Sequence[Any]], limit: int) -> list[Any]:
+        """At most `limit` rows from a cursor's `fetchmany`, read in chunks.
+
+        Reading stops early once the rows read hold more JSON than the task's output budget
+        (SQLADAPTER_MAX_OUTPUT_BYTES) can carry: the budget would drop the rest anyway, and so a
+        result of a few hundred one-megabyte rows never sits whole in the worker's memory. The
+        output is then over budget, so run_query trims it and marks it truncated.
+        """
+        budget = output_budget.get()
+        if budget is None:
+            return list(fetchmany(limit))
+        rows: list[Any] = []
+        size = 0
+        chunk = min(limit, _FIRST_CHUNK)
+        while True:
+            batch = fetchmany(chunk)
+            rows.extend(batch)
+            if len(batch) < chunk or len(rows) >= limit:
+                return rows
+            size += _json_size_at_least(batch)
+            if size > budget:
+                return rows
+            # Grow the chunk while the rows are narrow, shrink it when they are wide.
+            average = size // len(rows) + 1
+            chunk = max(1, min(limit - len(rows), chunk * 4, _MAX_CHUNK, (budget - size) // average + 1))
 
     def keeps_connection(self, connection: PoolProxiedConnection) -> bool:
         """Whether a worker thread may keep this connection between queries, out of the pool.

@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping
 import orjson
 
 from . import connections, jsontypes, statements
+from .dialect import output_budget
 from .errors import (
     DatabaseUnavailableError,
     InputError,
@@ -146,7 +147,12 @@ def run_query(task_input: Mapping[str, Any] | None = None, /, *, settings: Setti
         statement = statements.prepare(query, target.dialect)
         params = statement.bind(parameters)
         limit = max_rows if fetch == "rows" else 1
-        description, rows = _execute(target, statement.sql, params, limit + 1, timeout_ms)
+        budget = output_budget.set(settings.max_output_bytes)
+        try:
+            sql = statement.limited(limit + 1) if target.dialect.row_limit_in_sql else statement.sql
+            description, rows = _execute(target, sql, params, limit + 1, timeout_ms)
+        finally:
+            output_budget.reset(budget)
     except SqlAdapterError as exc:
         exc.message = redact(exc.message, target.secrets)
         exc.args = (exc.message,)
@@ -194,7 +200,9 @@ def _fit_output(output: dict[str, Any], budget: int) -> None:
             if used > budget:
                 break
             kept += 1
-        if kept:
+        # Even no row at all is an answer: a request for a huge result (rows of a megabyte
+        # each) is truncated like any other, not a failed workflow.
+        if kept or fixed <= budget:
             del rows[kept:]
             output["rowCount"] = kept
             output["truncated"] = True

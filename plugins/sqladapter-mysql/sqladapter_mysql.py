@@ -184,10 +184,11 @@ class MySQL(Dialect):
             description = cursor.description
             if description is None:
                 return (), []
-            rows = cursor.fetchmany(limit)
-            if len(rows) == limit and cursor.fetchone() is not None:
-                # More rows are coming (the query's own LIMIT beats sql_select_limit). Reading
-                # them all to reuse the connection could take long; closing it stops the server.
+            rows = self.fetch_rows(cursor.fetchmany, limit)
+            if cursor.fetchone() is not None:
+                # More rows are coming (the query's own LIMIT beats sql_select_limit, or the rows
+                # read already fill the output budget). Reading them all to reuse the connection
+                # could take long; closing it stops the server.
                 _abandon(cursor)
                 cursor = None
                 connection.invalidate()
