@@ -43,6 +43,15 @@ class Statement:
     count: int
     #: The driver paramstyle the text was written for.
     paramstyle: str
+    #: The text cut after its last token, when a LIMIT may follow it: a top-level SELECT (or
+    #: set operation) with no LIMIT, FETCH or OFFSET of its own. None for anything else.
+    limitable: str | None = None
+
+    def limited(self, rows: int) -> str:
+        """The text asking the database for at most `rows` rows where that can be said in SQL."""
+        if self.limitable is None:
+            return self.sql
+        return f"{self.limitable}\nLIMIT {int(rows)}"
 
     def bind(self, parameters: Mapping[str, Any] | Sequence[Any] | None) -> Any:
         """The parameters in the form the driver takes, or an InputError naming what is wrong."""
@@ -98,12 +107,14 @@ def prepare(sql: str, dialect: Dialect) -> Statement:
     tree = guard.parse_one(sql, dialect.grammar)
     guard.check(tree, sql, dialect.grammar, dialect.forbidden_functions)
     nodes = list(tree.find_all(exp.Placeholder))
-    spans = _placeholder_spans(sql, dialect.grammar)
+    tokens = sqlglot.Dialect.get_or_raise(dialect.grammar).tokenize(sql)
+    spans = _placeholder_spans(tokens)
     if len(spans) != len(nodes):
         raise QueryError("unsupported placeholder syntax: use :name (with an object) or ? (with a list)")
     names = [name for _, _, name in spans]
+    end = _limitable_end(tree, tokens)
     if not spans:
-        return Statement(sql, None, (), 0, dialect.paramstyles[0])
+        return Statement(sql, None, (), 0, dialect.paramstyles[0], None if end is None else sql[:end])
     if all(names):
         style, targets = "named", _NAMED_TARGETS
     elif not any(names):
@@ -119,11 +130,25 @@ def prepare(sql: str, dialect: Dialect) -> Statement:
         tuple(names) if style == "named" else (),
         len(spans),
         paramstyle,
+        None if end is None else _rewrite(sql[:end], spans, paramstyle),
     )
 
 
-def _placeholder_spans(sql: str, grammar: str | None) -> list[tuple[int, int, str]]:
-    tokens = sqlglot.Dialect.get_or_raise(grammar).tokenize(sql)
+def _limitable_end(tree: exp.Expression, tokens: list[Any]) -> int | None:
+    # Only a plain SELECT (or WITH ... SELECT, or a set operation of them) at the top, with no
+    # row limit or offset of its own, takes a LIMIT appended after its last token; what comes
+    # after that token (semicolons, comments) is left out.
+    if not isinstance(tree, (exp.Select, exp.SetOperation)) or not tokens:
+        return None
+    if tokens[0].token_type not in (TokenType.SELECT, TokenType.WITH):
+        return None
+    if any(tree.args.get(key) is not None for key in ("limit", "offset", "fetch", "locks", "into")):
+        return None
+    last = next((t for t in reversed(tokens) if t.token_type != TokenType.SEMICOLON), None)
+    return None if last is None else last.end + 1
+
+
+def _placeholder_spans(tokens: list[Any]) -> list[tuple[int, int, str]]:
     spans = []
     for i, token in enumerate(tokens):
         if token.token_type == TokenType.PLACEHOLDER and token.text == "?":
