@@ -45,7 +45,7 @@ os.environ["SQLADAPTER_MAX_OUTPUT_BYTES"] = str(64 * 1024 * 1024)
 from sqladapter import SqlAdapterError, run_query  # noqa: E402
 
 from . import datasets  # noqa: E402
-from .measure import Timings, interleave, peak_rss_growth_mb  # noqa: E402
+from .measure import Timings, interleave  # noqa: E402
 
 
 @dataclass
@@ -220,8 +220,14 @@ def bench_backend(backend: Backend, rounds: int, round_seconds: float) -> list[R
     )
     rows.append(_vs_floor(backend.name, "bounded: SELECT * on 1M rows, max_rows 1000", timings, 1.2,
                           baseline="floor: bare driver, LIMIT 1001"))
-    growth = min(peak_rss_growth_mb(subject(bounded_input)) for _ in range(3))
-    rows.append(Row(backend.name, "bounded: SELECT * on 1M rows, max_rows 1000", "peak RSS growth",
+    probe = subprocess.run(
+        [sys.executable, "-m", "benchmarks.memory_probe", backend.connection_string, backend.name],
+        capture_output=True, text=True, cwd=HERE.parent, check=True,
+    )
+    memory = json.loads(probe.stdout.strip().splitlines()[-1])
+    growth = memory["bounded_mb"]
+    rows.append(Row(backend.name, "bounded: SELECT * on 1M rows, max_rows 1000",
+                    "peak RSS growth, fresh process (control: fetch all " f"{memory['fetch_all_mb']:.0f} MB)",
                     None, None, f"{growth:.1f} MB", "< 20 MB", growth < 20))
     kept.close()
     return rows
