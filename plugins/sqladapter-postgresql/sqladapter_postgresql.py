@@ -5,8 +5,10 @@ statement as its own (therefore read-only) transaction. The server reports that 
 the client whenever it changes (PostgreSQL 14 and later), so before every query the dialect
 checks, without a round trip, that no earlier statement switched it off, and switches it back
 on if one did. Servers that do not report it get `BEGIN READ ONLY` around every query instead.
-`statement_timeout` is the time limit, set only when it changes. Rows are streamed and the
-query is cancelled once `limit` rows have arrived, so a huge result never crosses the wire.
+`statement_timeout` is the time limit, set only when it changes. Rows are streamed in small
+chunks; a query without a LIMIT gets `LIMIT max_rows + 1` from the core (`row_limit_in_sql`),
+and one with a larger LIMIT of its own is cancelled once enough rows have arrived, so a huge
+result never crosses the wire.
 """
 
 from __future__ import annotations
