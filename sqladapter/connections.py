@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import threading
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,15 +70,35 @@ def resolve(
         text, inline = named_connection(connection, settings), False
     else:
         text, inline = connection_string, True
-    target = _resolve(text, inline, read_only, settings.data_dir, settings.allow_inline_credentials)
+    target = _resolve(
+        text, inline, read_only, settings.data_dir, settings.allow_inline_credentials, settings.max_inline_urls
+    )
     if read_only and target.dialect.extensions and target.url.database not in _MEMORY:
-        if not os.path.exists(target.url.database):
+        if not _exists(target.url.database):
             name = connection or connection_string
             raise ConnectionConfigError(
                 f"database file {name!r} does not exist in the data directory {settings.data_dir}; "
                 f"create it with: sqladapter seed {name}"
             )
     return target
+
+
+# When each database file was last seen to exist. A stat per task costs as much as a tenth of
+# a small query; a file deleted under a running worker is reported at most this late.
+_SEEN_FOR_SECONDS = 1.0
+_seen: dict[str, float] = {}
+
+
+def _exists(path: str) -> bool:
+    now = time.monotonic()
+    if _seen.get(path, 0.0) > now:
+        return True
+    if not os.path.exists(path):
+        return False
+    if len(_seen) > 1024:
+        _seen.clear()
+    _seen[path] = now + _SEEN_FOR_SECONDS
+    return True
 
 
 def named_connection(name: str, settings: Settings) -> str:
@@ -118,7 +139,9 @@ def _load_connections_file(path: str, _mtime_ns: int) -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=256)
-def _resolve(text: str, inline: bool, read_only: bool, data_dir: Path, allow_credentials: bool) -> Target:
+def _resolve(
+    text: str, inline: bool, read_only: bool, data_dir: Path, allow_credentials: bool, max_inline_urls: int
+) -> Target:
     # Cached: a workflow sends the same connection string again and again, and resolving it
     # touches the file system. Errors are not cached.
     if not isinstance(text, str) or not text.strip():
@@ -155,7 +178,10 @@ def _resolve(text: str, inline: bool, read_only: bool, data_dir: Path, allow_cre
         dialect = registry.for_extension(text)
         url = dialect.url_for_path(str(_place(text, data_dir, confine=inline)))
     secrets = (url.password,) if url.password else ()
-    return Target(dialect, url, _engine(dialect, url, read_only), tuple(str(s) for s in secrets))
+    inline_server = inline and not dialect.extensions
+    return Target(
+        dialect, url, _engine(dialect, url, read_only, max_inline_urls if inline_server else None), tuple(str(s) for s in secrets)
+    )
 
 
 def _place(raw: str, data_dir: Path, *, confine: bool) -> Path:
@@ -175,16 +201,28 @@ def _place(raw: str, data_dir: Path, *, confine: bool) -> Path:
 
 _engines: dict[tuple[str, str, bool], Engine] = {}
 _engines_lock = threading.Lock()
+# Engines first made for an inline server URL. Task input chooses those URLs, and every
+# variant (`?connect_timeout=1`, `=2`, ...) would otherwise get a pool of its own whose
+# connections stay open: enough variants use up the server's connection slots for everyone.
+_inline_keys: set[tuple[str, str, bool]] = set()
 
 
-def _engine(dialect: Dialect, url: URL, read_only: bool) -> Engine:
+def _engine(dialect: Dialect, url: URL, read_only: bool, max_inline: int | None = None) -> Engine:
     key = (dialect.name, url.render_as_string(hide_password=False), read_only)
     engine = _engines.get(key)
     if engine is None:
         with _engines_lock:
             engine = _engines.get(key)
             if engine is None:
+                if max_inline is not None and len(_inline_keys) >= max_inline:
+                    raise ConnectionConfigError(
+                        f"this worker already keeps connections for {max_inline} different inline "
+                        "database URLs; configure this database as a named connection "
+                        "(SQLADAPTER_CONNECTION_<NAME>) or raise SQLADAPTER_MAX_INLINE_URLS"
+                    )
                 engine = _engines[key] = dialect.create_engine(url, read_only=read_only)
+                if max_inline is not None:
+                    _inline_keys.add(key)
     return engine
 
 
@@ -195,7 +233,9 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+        _inline_keys.clear()
     _resolve.cache_clear()
+    _seen.clear()
 
 
 # -- connections kept by their thread ------------------------------------------------------------

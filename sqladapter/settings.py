@@ -76,6 +76,9 @@ class Settings:
     connections_file: Path | None = None
     #: Cap on a task output's JSON size; past it, fewer rows and truncated: true (SQLADAPTER_MAX_OUTPUT_BYTES).
     max_output_bytes: int = 1_000_000
+    #: Distinct inline server URLs (not named connections, not files) a worker opens pools for
+    #: (SQLADAPTER_MAX_INLINE_URLS); each keeps connections open on its server.
+    max_inline_urls: int = 16
 
     default_max_rows = 1000
     default_timeout_ms = 30_000
@@ -114,4 +117,5 @@ class Settings:
             allow_inline_credentials=environ.get("SQLADAPTER_ALLOW_INLINE_CREDENTIALS", "") in ("1", "true", "yes"),
             connections_file=Path(connections_file) if connections_file else None,
             max_output_bytes=_int(environ, "SQLADAPTER_MAX_OUTPUT_BYTES", cls.max_output_bytes),
+            max_inline_urls=_int(environ, "SQLADAPTER_MAX_INLINE_URLS", cls.max_inline_urls),
         )

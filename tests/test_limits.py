@@ -228,3 +228,29 @@ def test_a_one_gigabyte_result_completes_truncated_without_the_memory(data_dir, 
         finally:
             worker.stop()
             server.stop()
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("server", ["mysql", "postgresql"])
+def test_inline_server_urls_are_capped_so_task_input_cannot_use_up_the_servers_connections(server, data_dir, monkeypatch):
+    if not plugin_installed(server):
+        pytest.skip(f"the {server} plugin is not installed")
+    try:
+        mysql_create_database() if server == "mysql" else postgres_create_database()
+    except Exception as exc:
+        server_unavailable(f"{server} server unavailable: {exc}")
+    environ = {"SQLADAPTER_DATA_DIR": str(data_dir), "SQLADAPTER_MAX_INLINE_URLS": "3"}
+    base = _connection(server)
+    settings = Settings.from_env(environ)
+    # Each variant is a different URL to the same server: without the cap, a pool of its own.
+    for n in range(1, 4):
+        assert run_query(connection_string=f"{base}?connect_timeout={n}", query="SELECT 1 AS one", settings=settings)["rowCount"] == 1
+    with pytest.raises(SqlAdapterError) as caught:
+        run_query(connection_string=f"{base}?connect_timeout=4", query="SELECT 1 AS one", settings=settings)
+    assert caught.value.type == "connection_config" and not caught.value.retryable
+    assert "named connection" in caught.value.message
+    # URLs already open keep working, and named connections and files are not counted.
+    assert run_query(connection_string=f"{base}?connect_timeout=2", query="SELECT 1 AS one", settings=settings)["rowCount"] == 1
+    monkeypatch.setenv("SQLADAPTER_CONNECTION_CAPPED", f"{base}?connect_timeout=9")
+    assert run_query(connection="capped", query="SELECT 1 AS one", settings=settings)["rowCount"] == 1
+    assert run_query(connection_string="limits.db", query="SELECT 1 AS one", settings=settings)["rowCount"] == 1
