@@ -226,6 +226,25 @@ def test_mysql_zero_dates_stay_text_among_real_dates(request):
     ]
 
 
+def test_postgresql_dates_python_cannot_hold_come_out_as_postgresql_writes_them(request):
+    case = dialect_cases.postgresql_case(request.getfixturevalue("postgresql_tables"))
+    out = query(
+        case,
+        "SELECT d, ts, tz, ds FROM (VALUES"
+        " (1, DATE '2024-02-29', TIMESTAMP '2024-02-29 13:14:15', TIMESTAMPTZ '2024-02-29 13:14:15+00', ARRAY[DATE '2024-02-29']),"
+        " (2, 'infinity', '-infinity', 'infinity', ARRAY['-infinity'::date]),"
+        " (3, '0044-03-15 BC', '10000-01-01 00:00:00', NULL, NULL)"
+        ") AS t(n, d, ts, tz, ds) ORDER BY n",
+    )
+    tz = [row.pop("tz") for row in out["rows"]]
+    assert dialect_cases.same_instant("2024-02-29T13:14:15+00:00")(tz[0]) and tz[1:] == ["infinity", None]
+    assert out["rows"] == [
+        {"d": "2024-02-29", "ts": "2024-02-29T13:14:15", "ds": ["2024-02-29"]},
+        {"d": "infinity", "ts": "-infinity", "ds": ["-infinity"]},
+        {"d": "0044-03-15 BC", "ts": "10000-01-01 00:00:00", "ds": None},
+    ]
+
+
 # -- time limit -----------------------------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 import psycopg
 from psycopg.postgres import types as pg_types
+from psycopg.types.datetime import DateLoader, IntervalLoader, TimestampLoader, TimestamptzLoader
 
 from sqladapter import (
     ConnectionConfigError,
@@ -102,6 +103,8 @@ _TIMEOUT_MS = "sqladapter.postgresql.timeout_ms"
 
 # json, jsonb and their arrays: one column may hold objects, arrays, strings and numbers.
 _JSON_OIDS = frozenset({114, 199, 3802, 3807})
+# date, timestamp, timestamptz, interval: values out of Python's range come back as text.
+_TEMPORAL_OIDS = frozenset({1082, 1114, 1184, 1186})
 
 # Rows fetched per network chunk; chunked streaming needs libpq 17, older ones stream row by row.
 # libpq holds a whole chunk in memory, so chunks stay small enough that wide rows (a megabyte
@@ -117,6 +120,35 @@ _ACCESS_STATES = frozenset({"42501"})
 _UNKNOWN_DATABASE = "3D000"
 # Connection failures carry no SQLSTATE in psycopg; these are the server's words for a refusal.
 _AUTH_PHRASES = ("password authentication failed", "no pg_hba.conf entry", "does not exist", "authentication failed")
+
+
+def _as_text(loader: type) -> type:
+    """`loader`, except that a value Python cannot hold comes back as PostgreSQL's own text."""
+
+    def load(self: Any, data: Any) -> Any:
+        try:
+            return loader.load(self, data)
+        except psycopg.DataError:
+            return bytes(data).decode()
+
+    return type(f"Text{loader.__name__}", (loader,), {"load": load})
+
+
+# 'infinity', '-infinity', BC dates and years past 9999 are valid in PostgreSQL but not in
+# Python, and psycopg refuses the whole result for one of them. These loaders are used only
+# to run such a query again: the usual loaders stay in C for every other query.
+_TEXT_WHEN_OUT_OF_RANGE = {
+    "date": _as_text(DateLoader),
+    "timestamp": _as_text(TimestampLoader),
+    "timestamptz": _as_text(TimestamptzLoader),
+    "interval": _as_text(IntervalLoader),
+}
+
+
+def _out_of_python_range(exc: Exception) -> bool:
+    # Raised by psycopg while loading a row, so without a SQLSTATE from the server.
+    text = str(exc)
+    return isinstance(exc, psycopg.DataError) and exc.sqlstate is None and (" too large " in text or " too small " in text)
 
 
 class PostgreSQL(Dialect):
@@ -169,7 +201,18 @@ class PostgreSQL(Dialect):
         dbapi_connection = connection.dbapi_connection
         if dbapi_connection.autocommit:
             self._ensure_read_only(dbapi_connection)
+        try:
+            return self._stream(dbapi_connection.cursor(), sql, params, limit)
+        except psycopg.DataError as exc:
+            if not _out_of_python_range(exc):
+                raise
+        # Read-only, so running it again is safe; only such results pay for the Python loaders.
         cursor = dbapi_connection.cursor()
+        for name, loader in _TEXT_WHEN_OUT_OF_RANGE.items():
+            cursor.adapters.register_loader(name, loader)
+        return self._stream(cursor, sql, params, limit)
+
+    def _stream(self, cursor: Any, sql: str, params: Any, limit: int) -> tuple[Any, list]:
         try:
             stream = cursor.stream(sql, params, size=min(limit, _MAX_CHUNK) if _CHUNKED else 1)
             try:
@@ -202,8 +245,11 @@ class PostgreSQL(Dialect):
         return f"{info.name}[]" if info.array_oid == oid and info.oid != oid else info.name
 
     def converter(self, column, sample):
-        if column[1] in _JSON_OIDS:
+        type_code = column[1]
+        if type_code in _JSON_OIDS:
             return jsontypes.to_json
+        if type_code in _TEMPORAL_OIDS:
+            return jsontypes.checked_converter(sample)
         return jsontypes.converter_for(sample)
 
     def classify(self, exc):
