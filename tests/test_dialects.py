@@ -13,6 +13,7 @@ from click.testing import CliRunner
 import dialect_cases
 from conftest import mysql_admin, postgresql_admin
 from sqladapter import (
+    ConnectionConfigError,
     NotReadOnlyError,
     PermissionDeniedError,
     QueryError,
@@ -243,6 +244,16 @@ def test_postgresql_dates_python_cannot_hold_come_out_as_postgresql_writes_them(
         {"d": "infinity", "ts": "-infinity", "ds": ["-infinity"]},
         {"d": "0044-03-15 BC", "ts": "10000-01-01 00:00:00", "ds": None},
     ]
+
+
+def test_duckdb_connection_options_cannot_undo_read_only(data_dir, monkeypatch):
+    dialect_cases.duckdb_case(data_dir)
+    database = data_dir / "numbers.duckdb"
+    for option in ("enable_external_access=true", "lock_configuration=false", "access_mode=read_write"):
+        monkeypatch.setenv("SQLADAPTER_CONNECTION_LOOSE", f"duckdb:///{database}?{option}")
+        with pytest.raises(ConnectionConfigError) as caught:
+            run_query(connection="loose", query="SELECT 1")
+        assert option.split("=")[0] in caught.value.message
 
 
 # -- time limit -----------------------------------------------------------------------------------------

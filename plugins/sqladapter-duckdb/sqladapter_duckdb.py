@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 import duckdb
 
 from sqladapter import (
+    ConnectionConfigError,
     DatabaseUnavailableError,
     Dialect,
     LockTimeoutError,
@@ -183,6 +184,18 @@ class DuckDB(Dialect):
                 connect_args["read_only"] = True
             options["connect_args"] = connect_args
         return options
+
+    def create_engine(self, url, *, read_only):
+        if read_only:
+            # duckdb_engine lets options in the URL override connect_args: refuse the ones
+            # that would undo read-only mode rather than let a connection string turn them off.
+            undone = sorted(k for k in url.query if k.lower() in READ_ONLY_CONFIG or k.lower() in ("access_mode", "read_only"))
+            if undone:
+                raise ConnectionConfigError(
+                    f"duckdb: the connection sets {', '.join(undone)}, which queries cannot change: they run "
+                    "read-only, without external access; remove it from the connection's URL"
+                )
+        return super().create_engine(url, read_only=read_only)
 
     def keeps_connection(self, connection):
         # Statements autocommit and the database is read-only: nothing is left to undo.
