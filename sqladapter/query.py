@@ -93,10 +93,14 @@ def _parse(task_input: Mapping[str, Any], settings: Settings) -> tuple[Any, ...]
     if fetch not in FETCHES:
         raise InputError(f"fetch must be one of {', '.join(FETCHES)}, got {fetch!r}")
     max_rows = get("max_rows")
-    if type(max_rows) is not int or max_rows < 1:
+    if max_rows is None:
+        max_rows = settings.default_max_rows
+    elif type(max_rows) is not int or max_rows < 1:
         max_rows = _positive_int(task_input, "max_rows", settings.default_max_rows)
     timeout_ms = get("timeout_ms")
-    if type(timeout_ms) is not int or timeout_ms < 1:
+    if timeout_ms is None:
+        timeout_ms = settings.default_timeout_ms
+    elif type(timeout_ms) is not int or timeout_ms < 1:
         timeout_ms = _positive_int(task_input, "timeout_ms", settings.default_timeout_ms)
     return (
         connection_string,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import abc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SCALARS = (str, int, float, bool, type(None))
+_SCALAR_TYPES = frozenset(_SCALARS)
 _NAMED_TARGETS = ("named", "pyformat", "named_dollar", "qmark", "numeric_dollar")
 _POSITIONAL_TARGETS = ("qmark", "pyformat", "format", "numeric_dollar")
 
@@ -60,7 +62,7 @@ class Statement:
                 missing = sorted(set(self.names)) if self.names else [f"{self.count} positional"]
                 raise InputError(f"missing parameter(s): {', '.join(missing)}; pass them in parameters")
             return None
-        if isinstance(parameters, Mapping):
+        if type(parameters) is dict or isinstance(parameters, abc.Mapping):
             return self._bind_named(parameters)
         return self._bind_positional(parameters)
 
@@ -68,19 +70,20 @@ class Statement:
         if self.style == "positional":
             raise InputError("the query uses ? placeholders: pass parameters as a list, in order")
         _check_values(parameters.items())
-        wanted = set(self.names)
-        missing = sorted(wanted - parameters.keys())
-        unused = sorted(parameters.keys() - wanted)
-        if missing:
-            raise InputError(f"missing parameter(s): {', '.join(missing)}; the query uses :{missing[0]}")
-        if unused:
-            raise InputError(f"unused parameter(s): {', '.join(unused)}; the query has no :{unused[0]} placeholder")
+        if parameters.keys() != set(self.names):
+            wanted = set(self.names)
+            missing = sorted(wanted - parameters.keys())
+            unused = sorted(parameters.keys() - wanted)
+            if missing:
+                raise InputError(f"missing parameter(s): {', '.join(missing)}; the query uses :{missing[0]}")
+            if unused:
+                raise InputError(f"unused parameter(s): {', '.join(unused)}; the query has no :{unused[0]} placeholder")
         if self.paramstyle in ("qmark", "numeric_dollar"):
             return [parameters[name] for name in self.names]
         return dict(parameters)
 
     def _bind_positional(self, parameters: Sequence[Any]) -> Any:
-        if isinstance(parameters, (str, bytes)) or not isinstance(parameters, Sequence):
+        if type(parameters) is not list and (isinstance(parameters, (str, bytes)) or not isinstance(parameters, abc.Sequence)):
             raise InputError("parameters must be an object (for :name placeholders) or a list (for ? placeholders)")
         if self.style == "named":
             raise InputError("the query uses :name placeholders: pass parameters as an object")
@@ -94,7 +97,7 @@ class Statement:
 
 def _check_values(items: Any) -> None:
     for key, value in items:
-        if not isinstance(value, _SCALARS):
+        if type(value) not in _SCALAR_TYPES and not isinstance(value, _SCALARS):
             raise InputError(
                 f"parameter {key} is {type(value).__name__}; values must be JSON scalars "
                 "(string, number, boolean or null)"
