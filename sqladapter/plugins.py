@@ -138,6 +138,8 @@ def list_plugins(include_builtins: bool = False) -> list[dict[str, Any]]:
     versions = {id(plugin): dist.version for plugin, dist in reg.pm.list_plugin_distinfo()}
     out = []
     for name, plugin in sorted(reg.pm.list_name_plugin(), key=lambda item: item[0]):
+        if plugin is None:  # blocked by SQLADAPTER_DISABLE_PLUGINS
+            continue
         builtin = getattr(plugin, "__name__", "").startswith("sqladapter.default_plugins.")
         if builtin and not include_builtins:
             continue

@@ -215,6 +215,10 @@ def seed(
     if connection_string is None and connection is None:
         connection_string = DEFAULT_CONNECTION
     target = connections.resolve(connection_string, connection, settings=settings, read_only=False)
+    if target.dialect.extensions:
+        # An embedded database file may be open read-only by this process's query engines, and
+        # DuckDB refuses a second opening of one file with another configuration: close them.
+        connections.dispose_engines()
     try:
         results = []
         with target.engine.connect() as conn:

@@ -302,3 +302,16 @@ def test_progress_is_reported_per_batch_up_to_the_total(data_dir: Path):
     orders = [c for c in calls if c[0] == "orders"]
     assert people[-1] == ("people", 25_000, 25_000) and orders[-1] == ("orders", 25_000, 25_000)
     assert [c[1] for c in people] == sorted(c[1] for c in people) and len(people) > 2
+
+
+def test_a_duckdb_file_queried_in_this_process_can_be_seeded_again(data_dir):
+    """The query path's read-only engine must not keep the file from being reseeded."""
+    pytest.importorskip("sqladapter_duckdb")
+    from sqladapter import run_query
+    from sqladapter.seed import seed as run_seed
+
+    run_seed("people.duckdb")
+    before = run_query(connection_string="people.duckdb", query="SELECT COUNT(*) AS n FROM people", fetch="value")
+    run_seed("people.duckdb", rows=12, force=True)
+    after = run_query(connection_string="people.duckdb", query="SELECT COUNT(*) AS n FROM people", fetch="value")
+    assert (before["value"], after["value"]) == (5, 12)
