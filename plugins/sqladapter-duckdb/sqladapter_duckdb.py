@@ -168,9 +168,6 @@ class DuckDB(Dialect):
     paramstyles = ("qmark",)
     forbidden_functions = FORBIDDEN_FUNCTIONS
     package = "sqladapter-duckdb"
-    # DuckDB runs a query ahead of the reader on all its threads; told the limit in the SQL, it
-    # plans for that many rows and stops there.
-    row_limit_in_sql = True
 
     def engine_options(self, url, *, read_only):
         options: dict[str, Any] = {
