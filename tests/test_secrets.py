@@ -11,7 +11,10 @@ both its raw and its URL-encoded forms are searched for. (The PostgreSQL server 
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import subprocess
+import sys
 import urllib.parse
 from pathlib import Path
 
@@ -207,3 +210,34 @@ def test_run_query_errors_and_log_records_carry_no_password(caplog, monkeypatch)
     texts = messages + [record.getMessage() for record in caplog.records] + [caplog.text]
     needles = _needles("mysql", password, password, list(urls.values()))
     assert not [n for n in needles for t in texts if n in t]
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("dialect", ["mysql", "postgresql"])
+def test_the_cli_prints_no_password_or_url(dialect, tmp_path: Path):
+    """`sqladapter query @name ...`: output and error text on the terminal, for success and failures."""
+    password, wrong = _password(), _password()
+    with exclusive_use():
+        try:
+            (_make_mysql_user if dialect == "mysql" else _make_postgres_role)(password)
+        except Exception as exc:
+            server_unavailable(f"{dialect} server unavailable: {exc}")
+        connections, _ = _scenarios(dialect, password, wrong)
+        env = {**os.environ, "SQLADAPTER_DATA_DIR": str(tmp_path), **connections}
+        runs = []
+        for name in ("good", "wrong", "down", "nodb", "badopt"):
+            for query in ("SELECT id, label FROM secrets_probe", "SELEC 1", "DELETE FROM secrets_probe"):
+                runs.append(
+                    subprocess.run(
+                        [sys.executable, "-m", "sqladapter", "query", f"@{dialect}_{name}", query],
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=60,
+                    )
+                )
+    assert runs[0].returncode == 0 and '"visible"' in runs[0].stdout
+    assert all(run.returncode != 0 for run in runs[1:3])
+    needles = _needles(dialect, password, wrong, list(connections.values()))
+    hits = [(n, run.args[-2:]) for run in runs for n in needles if n in run.stdout + run.stderr]
+    assert not hits, hits[:5]
