@@ -108,8 +108,8 @@ def _scenarios(dialect: str, password: str, wrong: str) -> tuple[dict[str, str],
         ({"connection": c + "good", "query": "SELECT :a AS a", "parameters": {"b": 1}}, terminal),
         ({"connection": c + "wrong", "query": "SELECT 1 AS one"}, wrong_outcome),
         ({"connection": c + "down", "query": "SELECT 1 AS one"}, retryable),
-        ({"connection": c + "nodb", "query": "SELECT 1 AS one"}, terminal | retryable),
-        ({"connection": c + "badopt", "query": "SELECT 1 AS one"}, terminal | retryable),
+        ({"connection": c + "nodb", "query": "SELECT 1 AS one"}, terminal),
+        ({"connection": c + "badopt", "query": "SELECT 1 AS one"}, terminal),
         # A password typed into the task itself is refused, and not echoed back.
         ({"connection_string": _url(dialect, password), "query": "SELECT 1 AS one"}, terminal),
     ]

@@ -272,6 +272,10 @@ class PostgreSQL(Dialect):
         if state.startswith("08") or state in _UNAVAILABLE_STATES:
             return DatabaseUnavailableError(text, code=state)
         if not state and isinstance(exc, psycopg.OperationalError):
+            if lowered.startswith("connection is bad: invalid"):
+                # libpq refused an option of the connection string before connecting: retrying
+                # the same string cannot help.
+                return ConnectionConfigError(f"{text}; fix the option in the connection string")
             if "database" in lowered and "does not exist" in lowered:
                 return ConnectionConfigError(f"{text}; check the database name in the connection")
             if any(phrase in lowered for phrase in _AUTH_PHRASES):
