@@ -496,3 +496,39 @@ def test_a_database_restart_under_a_running_worker_fails_only_the_tasks_in_betwe
     finally:
         worker.stop()
         server.stop()
+
+
+def test_the_whole_worker_killed_mid_task_never_reports_it_and_a_new_worker_completes_the_retry(people_dir):
+    """Every process of the worker SIGKILLed at once (a container or cgroup kill)."""
+    server = FaultyConductorServer("/api", chain=False, response_timeout_seconds=3).start()
+    worker = _start_worker(server, people_dir, "worker-kill-all")
+    blocker = sqlite3.connect(people_dir / "people.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    replacement = None
+    try:
+        task_id = server.add_task("query_sql", {"connection_string": "people.db", "query": "SELECT name FROM people"})
+        assert server.wait_for(lambda s: task_id in s.handed_out, 30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+            _holding(p, people_dir / "people.db") for p in _descendants(worker.process.pid)
+        ):
+            time.sleep(0.02)
+        for pid in [worker.process.pid, *_descendants(worker.process.pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        worker.process.wait(10)
+        blocker.execute("ROLLBACK")
+        assert server.wait_for(lambda s: task_id in s.retries, 30)
+        replacement = _start_worker(server, people_dir, "worker-replacement")
+        assert server.wait_for(lambda s: s.retries[task_id] in s.final_updates(), 60), replacement.log()
+        retry = server.final_updates()[server.retries[task_id]]
+        assert retry["status"] == "COMPLETED" and retry["outputData"]["rows"] == [{"name": "Ann"}, {"name": "Bob"}]
+        assert server.updates_for(task_id) == [], "the killed task was reported"
+        _survived.append("whole worker SIGKILLed mid-task")
+    finally:
+        blocker.close()
+        if replacement is not None:
+            replacement.stop()
+        server.stop()
