@@ -270,6 +270,10 @@ def checkout(target: Target) -> tuple[Any, bool]:
         connection = kept.connections.get(engine)
         if connection is not None:
             return connection, True
+    if _kept_all:
+        # Threads that ended still hold what they kept; their connections go back to the pool
+        # before this thread may need one of them.
+        _release_kept(lambda thread: not thread.is_alive())
     connection = engine.raw_connection()
     if _keepable(target, connection):
         with _kept_lock:
@@ -278,7 +282,6 @@ def checkout(target: Target) -> tuple[Any, bool]:
                 kept.generation = _kept_generation
             kept.connections[engine] = connection
             _kept_all.append((threading.current_thread(), engine, connection))
-        _release_kept(lambda thread: not thread.is_alive())
         return connection, True
     return connection, False
 
