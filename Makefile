@@ -27,7 +27,6 @@ test: install-test
 
 # Ratios against baselines measured in the same run; writes benchmarks/results.md.
 bench: install
-	$(BIN)/pip install -q orjson
 	$(BIN)/python -m benchmarks.run
 
 # A million people seeded into SQLite and DuckDB, as a ratio to the bare driver's bulk insert.
