@@ -213,13 +213,22 @@ def bench_backend(backend: Backend, rounds: int, round_seconds: float) -> list[R
     bounded_input = {**base, "query": "SELECT * FROM people_1m"}
     out = run_query(bounded_input)
     assert out["rowCount"] == 1000 and out["truncated"], out["rowCount"]
+    # The same rows as arrays, for the analysis: what building one object per row costs.
+    arrays_input = {**bounded_input, "shape": "arrays"}
     timings = interleave(
-        {"subject": subject(bounded_input), "floor": floor(kept, "SELECT * FROM people_1m LIMIT 1001")},
+        {
+            "subject": subject(bounded_input),
+            "arrays": subject(arrays_input),
+            "floor": floor(kept, "SELECT * FROM people_1m LIMIT 1001"),
+        },
         rounds=rounds,
         round_seconds=round_seconds,
     )
     rows.append(_vs_floor(backend.name, "bounded: SELECT * on 1M rows, max_rows 1000", timings, 1.2,
                           baseline="floor: bare driver, LIMIT 1001"))
+    ratio = timings.ratio("arrays", "floor")
+    rows.append(Row(backend.name, "bounded: SELECT * on 1M rows, max_rows 1000", "shape arrays / the same floor",
+                    timings.median("arrays"), timings.median("floor"), f"{ratio:.2f}x", "(for the analysis)", None))
     probe = subprocess.run(
         [sys.executable, "-m", "benchmarks.memory_probe", backend.connection_string, backend.name],
         capture_output=True, text=True, cwd=HERE.parent, check=True,
