@@ -36,7 +36,7 @@ from security_databases import (
     postgres_create_database,
     report,
 )
-from worker_process import WorkerProcess
+from worker_process import WorkerProcess, descendants
 
 from sqladapter import DatabaseUnavailableError, SqlAdapterError, run_query
 
@@ -365,19 +365,6 @@ def test_an_update_whose_answer_never_arrives_is_sent_again_with_the_same_status
 # -- the worker process killed mid-task -----------------------------------------------------------
 
 
-def _descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
-                children = [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            found.extend(children)
-            todo.extend(children)
-    return found
-
 
 def _holding(pid: int, path: Path) -> bool:
     target = str(path.resolve())
@@ -398,7 +385,7 @@ def test_a_worker_process_killed_mid_task_never_reports_it_and_the_retry_complet
         assert server.wait_for(lambda s: task_id in s.handed_out, 30)
         deadline, victim = time.monotonic() + 10, None
         while victim is None and time.monotonic() < deadline:
-            victim = next((p for p in _descendants(worker.process.pid) if _holding(p, people_dir / "people.db")), None)
+            victim = next((p for p in descendants(worker.process.pid) if _holding(p, people_dir / "people.db")), None)
             time.sleep(0.02)
         assert victim is not None, "no worker process has the database open"
         os.kill(victim, signal.SIGKILL)
@@ -510,10 +497,10 @@ def test_the_whole_worker_killed_mid_task_never_reports_it_and_a_new_worker_comp
         assert server.wait_for(lambda s: task_id in s.handed_out, 30)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not any(
-            _holding(p, people_dir / "people.db") for p in _descendants(worker.process.pid)
+            _holding(p, people_dir / "people.db") for p in descendants(worker.process.pid)
         ):
             time.sleep(0.02)
-        for pid in [worker.process.pid, *_descendants(worker.process.pid)]:
+        for pid in [worker.process.pid, *descendants(worker.process.pid)]:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -22,7 +22,7 @@ from security_databases import (
     postgres_create_database,
     report,
 )
-from worker_process import WorkerProcess
+from worker_process import WorkerProcess, descendants, memory_kb
 
 from sqladapter import QueryTimeoutError, SqlAdapterError, run_query
 from sqladapter.settings import Settings
@@ -148,25 +148,6 @@ def test_the_time_limit_asked_for_and_the_operators_cap(dialect, data_dir):
     assert _run(dialect, data_dir, series(dialect, 2, 1))["rowCount"] == 2
 
 
-def _peak_rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
-
-def _tree(pid: int) -> list[int]:
-    found, todo = [pid], [pid]
-    while todo:
-        current = todo.pop()
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
-                children = [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            found.extend(children)
-            todo.extend(children)
-    return found
 
 
 @pytest.mark.servers
@@ -208,7 +189,7 @@ def test_a_one_gigabyte_result_completes_truncated_without_the_memory(data_dir, 
                 assert output["truncated"] is True, key
                 assert len(orjson.dumps(output)) <= Settings.max_output_bytes, key
                 _figures.append(f"{key[0]} {key[1]}: {output['rowCount']} rows, {len(orjson.dumps(output))} bytes")
-            return max(_peak_rss_kb(pid) for pid in _tree(worker.process.pid))
+            return max(memory_kb(pid, "VmHWM") for pid in [worker.process.pid, *descendants(worker.process.pid)])
 
         try:
             worker.wait_started()

@@ -6,38 +6,18 @@ memory flat: at the end within 20% of what it was after the first 1,000 tasks.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 from conductor_server import ConductorServer
 from conftest import server_unavailable
 from security_databases import MYSQL_URL, exclusive_use, make_outside, make_target, remove_tree, report
-from worker_process import WorkerProcess
+from worker_process import WorkerProcess, descendants, memory_kb
 
 TASKS = 10_000
 SAMPLE_EVERY = 1_000
 THREADS = 8
 
 
-def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def _tree(pid: int) -> list[int]:
-    found, todo = [pid], [pid]
-    while todo:
-        current = todo.pop()
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
-                children = [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            found.extend(children)
-            todo.extend(children)
-    return found
 
 
 def _task(n: int) -> tuple[dict, str]:
@@ -90,7 +70,7 @@ def test_ten_thousand_tasks_none_lost_none_twice_memory_flat(tmp_path, request):
             samples: list[tuple[int, int, int]] = []  # (tasks done, worker tree RSS kB, largest process RSS kB)
             for done in range(SAMPLE_EVERY, TASKS + 1, SAMPLE_EVERY):
                 assert server.wait_for_updates(done, timeout=300), f"only {len(server.updates)} of {done} tasks reported"
-                rss = [_rss_kb(pid) for pid in _tree(worker.process.pid)]
+                rss = [memory_kb(pid) for pid in [worker.process.pid, *descendants(worker.process.pid)]]
                 samples.append((done, sum(rss), max(rss)))
             elapsed = time.monotonic() - started
             # Let any duplicate report arrive before counting.

@@ -68,3 +68,30 @@ class WorkerProcess:
     def __exit__(self, *exc: Any) -> None:
         if self.process is not None and self.process.poll() is None:
             self.stop()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (the SDK runs each worker, and its logger, as a child)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found.extend(children)
+            todo.extend(children)
+    return found
+
+
+def memory_kb(pid: int, field: str = "VmRSS") -> int:
+    """A memory figure of a process from /proc (VmRSS now, VmHWM its peak); 0 once it is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0
+    for line in lines:
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    return 0
