@@ -240,12 +240,14 @@ def _execute(target: connections.Target, sql: str, params: Any, limit: int, time
                 log.info("%s: pooled connection was lost; retrying once on a new one", dialect.name)
                 continue
             raise _classify(target, exc) from None
-        if connection.is_valid:
+        if connection.dbapi_connection is not None:  # not invalidated by the dialect
             info = connection.info
             if "sqladapter.used" not in info:
                 info["sqladapter.used"] = True
+            if kept:
+                return description, rows if type(rows) is list else list(rows)
         connections.checkin(target, connection, kept)
-        return description, rows if isinstance(rows, list) else list(rows)
+        return description, rows if type(rows) is list else list(rows)
     raise AssertionError("unreachable")
 
 
@@ -300,7 +302,8 @@ def _to_json(dialect: Any, description: Any, rows: list, shape: str) -> tuple[li
         samples = list(rows[0])
     else:
         samples = [next(filter(_not_none, map(get, rows)), None) for get in getters]
-    columns = [{"name": names[i], "type": dialect.column_type(description[i], samples[i])} for i in range(width)]
+    column_type = dialect.column_type
+    columns = [{"name": name, "type": column_type(column, sample)} for name, column, sample in zip(names, description, samples)]
     converted: dict[int, list[Any]] = {}
     if dialect.typed_columns:
         for i, sample in enumerate(samples):
