@@ -207,14 +207,7 @@ class ConductorServer:
 
     def wait_for_updates(self, count: int, timeout: float = 30.0) -> bool:
         """Wait until at least `count` task updates arrived; False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while len(self.updates) < count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._lock.wait(remaining)
-            return True
+        return self.wait_for(lambda server: len(server.updates) >= count, timeout)
 
     def wait_for(self, predicate: Any, timeout: float = 30.0) -> bool:
         """Wait until predicate(server) is true; False on timeout."""

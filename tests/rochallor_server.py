@@ -91,14 +91,7 @@ class RochallorServer:
 
     def wait_for_results(self, count: int, timeout: float = 30.0) -> bool:
         """Wait until `count` jobs were completed or failed; False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while len(self.results) < count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._lock.wait(remaining)
-            return True
+        return self.wait_for(lambda server: len(server.results) >= count, timeout)
 
     def wait_for(self, predicate: Any, timeout: float = 30.0) -> bool:
         """Wait until predicate(server) is true; False on timeout."""
