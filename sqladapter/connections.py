@@ -313,8 +313,10 @@ def _release_kept(which: Callable[[threading.Thread], bool], *, everywhere: bool
     """
     global _kept_generation
     with _kept_lock:
-        released = [entry for entry in _kept_all if which(entry[0])]
-        _kept_all[:] = [entry for entry in _kept_all if not which(entry[0])]
+        released, staying = [], []
+        for entry in _kept_all:
+            (released if which(entry[0]) else staying).append(entry)
+        _kept_all[:] = staying
         if everywhere:
             _kept_generation += 1
     for _thread, _engine, connection in released:
