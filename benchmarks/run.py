@@ -22,7 +22,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable
@@ -60,7 +60,6 @@ class Backend:
     #: Minimum speed-up over the tutorial's approach (None: the issue sets no goal).
     tutorial_goal: float | None
     server_version: Callable[[Any], str] = lambda conn: ""
-    notes: list[str] = field(default_factory=list)
 
 
 def _sqlite_connect() -> Any:
