@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Iterable
 from urllib.parse import parse_qs, urlsplit
+
+from recording_server import RecordingServer
 
 
 @dataclass
@@ -62,7 +63,7 @@ class Poll:
     handed_out: int
 
 
-class ConductorServer:
+class ConductorServer(RecordingServer):
     """The fake server: a queue of tasks per task type and a record of everything the worker sent."""
 
     def __init__(
@@ -77,9 +78,8 @@ class ConductorServer:
         response_timeout_seconds: int = 300,
     ):
         #: Base path the API lives under; the worker's CONDUCTOR_SERVER_URL is `url`.
+        super().__init__(host, port)
         self.base = "/" + base.strip("/")
-        self.host = host
-        self.port = port
         #: False makes update-v2 answer 404, so the SDK falls back to POST {base}/tasks.
         self.update_v2 = update_v2
         #: True: update-v2 answers the next queued task of the same type, like Conductor does.
@@ -89,7 +89,6 @@ class ConductorServer:
         self.token = uuid.uuid4().hex if auth else None
         self.response_timeout_seconds = response_timeout_seconds
 
-        self._lock = threading.Condition()
         # Conductor keeps one queue per task type and domain; a poll without a domain reads the default one.
         self._queues: dict[tuple[str, str | None], deque[dict[str, Any]]] = {}
         self._tasks: dict[str, dict[str, Any]] = {}
@@ -101,39 +100,6 @@ class ConductorServer:
         self.task_defs: dict[str, dict[str, Any]] = {}
         self.workflow_defs: dict[tuple[str, int], dict[str, Any]] = {}
         self.token_requests: list[dict[str, Any]] = []
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle -----------------------------------------------------------------------
-
-    def start(self) -> ConductorServer:
-        """Listen on host:port (port 0 picks a free one) in a background thread."""
-        server = self
-
-        class Handler(_Handler):
-            fake = server
-
-        self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="conductor-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop listening; the records stay readable."""
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        with self._lock:
-            self._lock.notify_all()
-
-    def __enter__(self) -> ConductorServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
@@ -208,17 +174,6 @@ class ConductorServer:
     def wait_for_updates(self, count: int, timeout: float = 30.0) -> bool:
         """Wait until at least `count` task updates arrived; False on timeout."""
         return self.wait_for(lambda server: len(server.updates) >= count, timeout)
-
-    def wait_for(self, predicate: Any, timeout: float = 30.0) -> bool:
-        """Wait until predicate(server) is true; False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while not predicate(self):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._lock.wait(min(remaining, 0.2))
-            return True
 
     def updates_for(self, task_id: str) -> list[Update]:
         with self._lock:
@@ -367,3 +322,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if data:
             self.wfile.write(data)
+
+
+ConductorServer.handler = _Handler

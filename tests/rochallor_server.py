@@ -17,21 +17,20 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from recording_server import RecordingServer
 
-class RochallorServer:
+
+class RochallorServer(RecordingServer):
     """Queued jobs by type, handed out by poll; completions and failures recorded by job id."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, lease_seconds: int = 300):
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self.lease_seconds = lease_seconds
-        self._lock = threading.Condition()
         self._queue: deque[dict[str, Any]] = deque()
         self._ids = itertools.count(1)
         self.handed_out: list[str] = []
@@ -39,31 +38,6 @@ class RochallorServer:
         self.callbacks: list[tuple[str, str, dict[str, Any]]] = []
         self.reported_at: dict[str, float] = {}
         self.polls: list[dict[str, Any]] = []
-        self._httpd: ThreadingHTTPServer | None = None
-
-    def start(self) -> RochallorServer:
-        server = self
-
-        class Handler(_Handler):
-            fake = server
-
-        self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        threading.Thread(target=self._httpd.serve_forever, name="rochallor-server", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> RochallorServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
@@ -92,17 +66,6 @@ class RochallorServer:
     def wait_for_results(self, count: int, timeout: float = 30.0) -> bool:
         """Wait until `count` jobs were completed or failed; False on timeout."""
         return self.wait_for(lambda server: len(server.results) >= count, timeout)
-
-    def wait_for(self, predicate: Any, timeout: float = 30.0) -> bool:
-        """Wait until predicate(server) is true; False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while not predicate(self):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._lock.wait(min(remaining, 0.01))
-            return True
 
     def _poll(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         with self._lock:
@@ -160,3 +123,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if data:
             self.wfile.write(data)
+
+
+RochallorServer.handler = _Handler

@@ -18,7 +18,6 @@ import sqlite3
 import subprocess
 import threading
 import time
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +200,8 @@ class FaultyConductorServer(ConductorServer):
     as Conductor does.
     """
 
+    handler = _FaultHandler
+
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.faults: dict[str, list[str]] = {}
@@ -225,16 +226,7 @@ class FaultyConductorServer(ConductorServer):
         return taken
 
     def start(self) -> FaultyConductorServer:
-        server = self
-
-        class Handler(_FaultHandler):
-            fake = server
-
-        self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="conductor-server", daemon=True)
-        self._thread.start()
+        super().start()
         threading.Thread(target=self._sweep, name="response-timeout", daemon=True).start()
         return self
 
