@@ -114,16 +114,23 @@ class Dialect:
         """
         cursor = connection.cursor()
         try:
-            if params is None:
-                cursor.execute(sql)
-            else:
-                cursor.execute(sql, params)
-            description = cursor.description
-            if description is None:
-                return (), []
-            return description, self.fetch_rows(cursor.fetchmany, limit)
+            return self.execute_and_fetch(cursor, sql, params, limit)
         finally:
             cursor.close()
+
+    def execute_and_fetch(
+        self, cursor: Any, sql: str, params: Any, limit: int
+    ) -> tuple[Sequence[ColumnDescription], list[Sequence[Any]]]:
+        """Execute on anything with the DB-API `execute`/`description`/`fetchmany` (a cursor,
+        or a DuckDB connection) and read at most `limit` rows."""
+        if params is None:
+            cursor.execute(sql)
+        else:
+            cursor.execute(sql, params)
+        description = cursor.description
+        if description is None:
+            return (), []
+        return description, self.fetch_rows(cursor.fetchmany, limit)
 
     def fetch_rows(self, fetchmany: Callable[[int], Sequence[Any]], limit: int) -> list[Any]:
         """At most `limit` rows from a cursor's `fetchmany`, read in chunks.

@@ -209,15 +209,7 @@ class DuckDB(Dialect):
     def fetch(self, connection, sql, params, limit):
         # The engine's connection wrapper forwards to the DuckDB connection; its cursor would
         # only add a layer. DuckDB streams the result, so fetchmany reads `limit` rows at most.
-        con = connection.dbapi_connection
-        if params is None:
-            con.execute(sql)
-        else:
-            con.execute(sql, params)
-        description = con.description
-        if description is None:
-            return (), []
-        return description, self.fetch_rows(con.fetchmany, limit)
+        return self.execute_and_fetch(connection.dbapi_connection, sql, params, limit)
 
     def column_type(self, column, sample):
         return str(column[1])
