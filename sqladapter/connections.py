@@ -162,12 +162,9 @@ def _resolve(
                 "worker and pass connection: \"<name>\" (or allow inline passwords with "
                 "SQLADAPTER_ALLOW_INLINE_CREDENTIALS=1)"
             )
+        if inline:
+            _refuse_inline_options(dialect, url)
         if dialect.extensions:
-            if inline and url.query:
-                raise ConnectionConfigError(
-                    f"options after '?' are not accepted in an inline {dialect.name} URL: "
-                    "they could change how the file is opened; use a named connection"
-                )
             database = url.database or ""
             if database not in _MEMORY:
                 database = str(_place(database, data_dir, confine=inline))
@@ -182,6 +179,21 @@ def _resolve(
     return Target(
         dialect, url, _engine(dialect, url, read_only, max_inline_urls if inline_server else None), tuple(str(s) for s in secrets)
     )
+
+
+def _refuse_inline_options(dialect: Dialect, url: URL) -> None:
+    # Options after '?' go to the driver, and many of them configure far more than the
+    # connection's address: a command run on connect, a file read for defaults, stacked
+    # statements, session settings. Task input may carry only those the dialect lists as
+    # harmless; the operator's named connections may carry any.
+    unknown = sorted(key for key in url.query if key.lower() not in dialect.inline_url_options)
+    if unknown:
+        allowed = ", ".join(sorted(dialect.inline_url_options)) or "none"
+        raise ConnectionConfigError(
+            f"option(s) {', '.join(unknown)} after '?' are not accepted in an inline {dialect.name} connection "
+            f"string (accepted there: {allowed}): options configure the connection, so they belong to the "
+            "operator; configure a named connection (SQLADAPTER_CONNECTION_<NAME>) and pass connection: \"<name>\""
+        )
 
 
 def _place(raw: str, data_dir: Path, *, confine: bool) -> Path:
@@ -226,6 +238,22 @@ def _engine(dialect: Dialect, url: URL, read_only: bool, max_inline: int | None 
     return engine
 
 
+_allowed: dict[Engine, frozenset[str]] = {}
+
+
+def allowed_functions(target: Target) -> frozenset[str]:
+    """The functions a query may call on this target's database, asked of the dialect once per engine."""
+    allowed = _allowed.get(target.engine)
+    if allowed is None:
+        connection = target.engine.raw_connection()
+        try:
+            allowed = frozenset(target.dialect.allowed_functions(connection.dbapi_connection))
+        finally:
+            _close(connection)
+        _allowed[target.engine] = allowed
+    return allowed
+
+
 def dispose_engines() -> None:
     """Close every pooled connection and forget resolved connections (tests, plugin reloads)."""
     _release_kept(lambda thread: True, everywhere=True)
@@ -234,6 +262,7 @@ def dispose_engines() -> None:
             engine.dispose()
         _engines.clear()
         _inline_keys.clear()
+        _allowed.clear()
     _resolve.cache_clear()
     _seen.clear()
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, S
 import orjson
 import sqlalchemy
 
-from . import errors, jsontypes
+from . import errors, guard, jsontypes
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
@@ -60,8 +60,12 @@ class Dialect:
     #: Placeholder styles the driver accepts, best first, from: "named" (:name), "qmark" (?),
     #: "pyformat" (%(name)s and %s), "numeric_dollar" ($1), "named_dollar" ($name).
     paramstyles: ClassVar[tuple[str, ...]] = ("qmark",)
-    #: Functions the guard refuses on top of the core's list: side effects, file or network access.
-    forbidden_functions: ClassVar[frozenset[str]] = frozenset()
+    #: The functions and table functions a query may call, lower-case, for a dialect whose
+    #: database has no catalog to derive them from (see `allowed_functions`).
+    functions: ClassVar[frozenset[str]] = frozenset()
+    #: Options an inline URL (from task input) may carry after '?'. Each must be harmless
+    #: whatever its value; everything else belongs in a named connection set up by the operator.
+    inline_url_options: ClassVar[frozenset[str]] = frozenset()
     #: False where one column may hold values of different types (SQLite), so every value is checked.
     typed_columns: ClassVar[bool] = True
     #: True where the database stops sooner when the SQL says how many rows will be read than
@@ -95,6 +99,29 @@ class Dialect:
     def url_for_path(self, path: str) -> URL:
         """The URL for a bare database file path this dialect claims by extension."""
         return sqlalchemy.engine.URL.create(self.driver, database=path)
+
+    # -- checking a query ----------------------------------------------------------------------
+
+    def allowed_functions(self, dbapi_connection: Any) -> frozenset[str]:
+        """The functions a query may call on this database, lower-case. Called once per engine.
+
+        Derive them from the database's catalog where it has one: its built-in functions that
+        are marked free of side effects, minus any that run SQL given as text or reach files,
+        other sessions or server state, plus a short reviewed list. The default is `functions`.
+        """
+        return self.functions
+
+    def compile(self, sql: str, allowed: frozenset[str]) -> guard.Checked:
+        """Check `sql` and return the canonical text the database will run instead of it.
+
+        The default parses with sqlglot's `grammar`. A dialect whose database's own parser is
+        available as a library overrides this, and `check_tree` for the trees it makes.
+        """
+        return guard.compile_sqlglot(sql, self.grammar or "", allowed, self)
+
+    def check_tree(self, tree: Any, allowed: frozenset[str]) -> None:
+        """Raise NotReadOnlyError unless `tree`, from this dialect's own parser, only reads."""
+        raise NotImplementedError(f"{self.name} compiles queries with its own parser but does not check its trees")
 
     # -- running a query -----------------------------------------------------------------------
 

@@ -138,17 +138,25 @@ def _positive_int(task_input: Mapping[str, Any], name: str, default: int) -> int
 def run_query(task_input: Mapping[str, Any] | None = None, /, *, settings: Settings | None = None, **fields: Any) -> dict[str, Any]:
     """Run one read-only query described by a task input; return the JSON-ready output.
 
-    Accepts the task's input as a mapping, or the same fields as keyword arguments.
-    Raises a `SqlAdapterError` subclass whose `retryable` says whether to run it again.
+    Accepts the task's input as a mapping, the same fields as keyword arguments, or both: a
+    keyword field overrides the mapping's (`run_query(task, max_rows=1)`), and the mapping is
+    left as it was. Raises a `SqlAdapterError` subclass whose `retryable` says whether to run
+    it again.
     """
     started = time.perf_counter()
     settings = settings or Settings.from_env()
-    connection_string, connection, query, parameters, max_rows, timeout_ms, shape, fetch = _parse(
-        fields if task_input is None else task_input, settings
-    )
+    if task_input is None:
+        task_input = fields
+    elif fields and isinstance(task_input, abc.Mapping):
+        task_input = {**task_input, **fields}
+    connection_string, connection, query, parameters, max_rows, timeout_ms, shape, fetch = _parse(task_input, settings)
     target = connections.resolve(connection_string, connection, settings=settings)
     try:
-        statement = statements.prepare(query, target.dialect)
+        try:
+            allowed = connections.allowed_functions(target)
+        except Exception as exc:
+            raise _classify(target, exc) from None
+        statement = statements.prepare(query, target.dialect, allowed)
         params = statement.bind(parameters)
         limit = max_rows if fetch == "rows" else 1
         budget = output_budget.set(settings.max_output_bytes)

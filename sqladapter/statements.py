@@ -1,30 +1,23 @@
-"""Prepared statements: a checked query, its placeholders, and its text in the driver's style.
+"""Checked statements: the canonical text of a query that passed the guard, in the driver's style.
 
 Users write `:name` placeholders (with an object of parameters) or `?` (with a list), whatever
-the database. The placeholders are found by the dialect's SQL tokenizer, so a `:x` or `?`
-inside a string literal or a comment is left alone, and values are always sent to the driver
-as bound parameters, never spliced into the text.
+the database. The placeholders are found by the dialect's own tokenizer, so a `:x` or `?`
+inside a string literal or a comment is left alone, and the values go to the driver as
+parameters, never spliced into the text by sqladapter.
 """
 
 from __future__ import annotations
 
 import functools
-import re
 from collections import abc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-import sqlglot
-from sqlglot import exp
-from sqlglot.tokens import TokenType
-
-from . import guard
-from .errors import InputError, QueryError
+from .errors import InputError
 
 if TYPE_CHECKING:
     from .dialect import Dialect
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SCALARS = (str, int, float, bool, type(None))
 _SCALAR_TYPES = frozenset(_SCALARS)
 _NAMED_TARGETS = ("named", "pyformat", "named_dollar", "qmark", "numeric_dollar")
@@ -45,9 +38,11 @@ class Statement:
     count: int
     #: The driver paramstyle the text was written for.
     paramstyle: str
-    #: The text cut after its last token, when a LIMIT may follow it: a top-level SELECT (or
-    #: set operation) with no LIMIT, FETCH or OFFSET of its own. None for anything else.
+    #: The text again when a LIMIT may follow it: a top-level SELECT (or set operation) with no
+    #: LIMIT, FETCH, OFFSET or locking clause of its own. None for anything else.
     limitable: str | None = None
+    #: For positional parameters: which parameter each placeholder takes, in text order.
+    order: tuple[int, ...] | None = None
 
     def limited(self, rows: int) -> str:
         """The text asking the database for at most `rows` rows where that can be said in SQL."""
@@ -92,6 +87,8 @@ class Statement:
             raise InputError(
                 f"the query has {self.count} ? placeholder(s) but {len(parameters)} parameter(s) were given"
             )
+        if self.order is not None and any(i != n for n, i in enumerate(self.order)):
+            return [parameters[i] for i in self.order]
         return list(parameters)
 
 
@@ -104,63 +101,41 @@ def _check_values(items: Any) -> None:
             )
 
 
-@functools.lru_cache(maxsize=1024)
-def prepare(sql: str, dialect: Dialect) -> Statement:
-    """Check `sql` with the guard and write it in the driver's placeholder style (cached)."""
-    tree = guard.parse_one(sql, dialect.grammar)
-    guard.check(tree, sql, dialect.grammar, dialect.forbidden_functions)
-    nodes = list(tree.find_all(exp.Placeholder))
-    tokens = sqlglot.Dialect.get_or_raise(dialect.grammar).tokenize(sql)
-    spans = _placeholder_spans(tokens)
-    if len(spans) != len(nodes):
-        raise QueryError("unsupported placeholder syntax: use :name (with an object) or ? (with a list)")
-    names = [name for _, _, name in spans]
-    end = _limitable_end(tree, tokens)
-    if not spans:
-        return Statement(sql, None, (), 0, dialect.paramstyles[0], None if end is None else sql[:end])
-    if all(names):
-        style, targets = "named", _NAMED_TARGETS
-    elif not any(names):
-        style, targets = "positional", _POSITIONAL_TARGETS
-    else:
-        raise InputError("the query mixes :name and ? placeholders; use one style")
+def _prepare(sql: str, dialect: Dialect, allowed: frozenset[str]) -> Statement:
+    checked = dialect.compile(sql, allowed)
+    spans = list(checked.spans)
+    if checked.style is None:
+        paramstyle = dialect.paramstyles[0]
+        return Statement(checked.sql, None, (), 0, paramstyle, checked.sql if checked.limitable else None)
+    targets = _NAMED_TARGETS if checked.style == "named" else _POSITIONAL_TARGETS
     paramstyle = next((s for s in dialect.paramstyles if s in targets), None)
     if paramstyle is None:
-        raise InputError(f"{dialect.name} does not accept {style} parameters")
-    return Statement(
-        _rewrite(sql, spans, paramstyle),
-        style,
-        tuple(names) if style == "named" else (),
-        len(spans),
-        paramstyle,
-        None if end is None else _rewrite(sql[:end], spans, paramstyle),
-    )
+        raise InputError(f"{dialect.name} does not accept {checked.style} parameters")
+    order = None
+    if checked.style == "positional":
+        # Positional placeholders were named _p0, _p1, ... in the order the caller wrote them;
+        # the canonical text may list them in another order (LIMIT ?, ? becomes LIMIT ? OFFSET ?).
+        order = tuple(int(name[2:]) for _, _, name in spans)
+        spans = [(start, end, "") for start, end, _ in spans]
+    text = _rewrite(checked.sql, spans, paramstyle)
+    names = tuple(name for _, _, name in spans) if checked.style == "named" else ()
+    return Statement(text, checked.style, names, len(spans), paramstyle, text if checked.limitable else None, order)
 
 
-def _limitable_end(tree: exp.Expression, tokens: list[Any]) -> int | None:
-    # Only a plain SELECT (or WITH ... SELECT, or a set operation of them) at the top, with no
-    # row limit or offset of its own, takes a LIMIT appended after its last token; what comes
-    # after that token (semicolons, comments) is left out.
-    if not isinstance(tree, (exp.Select, exp.SetOperation)) or not tokens:
-        return None
-    if tokens[0].token_type not in (TokenType.SELECT, TokenType.WITH):
-        return None
-    if any(tree.args.get(key) is not None for key in ("limit", "offset", "fetch", "locks", "into")):
-        return None
-    last = next((t for t in reversed(tokens) if t.token_type != TokenType.SEMICOLON), None)
-    return None if last is None else last.end + 1
+# Statements are cached by their text: a workflow sends the same query again and again. Long
+# texts are checked every time instead, so the cache stays small in bytes, not only in entries.
+_CACHED_TEXT_LENGTH = 16_384
+_cached = functools.lru_cache(maxsize=512)(_prepare)
 
 
-def _placeholder_spans(tokens: list[Any]) -> list[tuple[int, int, str]]:
-    spans = []
-    for i, token in enumerate(tokens):
-        if token.token_type == TokenType.PLACEHOLDER and token.text == "?":
-            spans.append((token.start, token.end + 1, ""))
-        elif token.token_type == TokenType.COLON and i + 1 < len(tokens):
-            following = tokens[i + 1]
-            if following.start == token.end + 1 and _NAME.match(following.text):
-                spans.append((token.start, following.end + 1, following.text))
-    return spans
+def prepare(sql: str, dialect: Dialect, allowed: frozenset[str]) -> Statement:
+    """Check `sql` against the `allowed` functions; write it canonically in the driver's style."""
+    if len(sql) > _CACHED_TEXT_LENGTH:
+        return _prepare(sql, dialect, allowed)
+    return _cached(sql, dialect, allowed)
+
+
+prepare.cache_clear = _cached.cache_clear  # type: ignore[attr-defined]
 
 
 def _rewrite(sql: str, spans: list[tuple[int, int, str]], paramstyle: str) -> str:

@@ -62,7 +62,7 @@ def test_missing_database_file_says_how_to_create_it(data_dir):
 
 
 def test_inline_file_url_options_are_refused(people_db):
-    with pytest.raises(ConnectionConfigError, match="options after '\\?'"):
+    with pytest.raises(ConnectionConfigError, match="after '\\?' are not accepted"):
         run_query(connection_string="sqlite:///fake_people.db?mode=rwc", query=QUERY)
 
 

@@ -16,7 +16,7 @@ import pytest
 from conftest import REQUIRE_SERVERS, server_unavailable
 from security_databases import DIALECTS, exclusive_use, make_outside, make_target, plugin_installed, remove_tree, report
 
-from sqladapter import QueryTimeoutError, SqlAdapterError, plugins, run_query, statements
+from sqladapter import QueryTimeoutError, SqlAdapterError, connections, run_query, statements
 
 CORPUS = json.loads((Path(__file__).parent / "hostile_sql.json").read_text())
 # Short enough to keep the run quick, long enough that a refused statement never hits it.
@@ -84,9 +84,9 @@ def _render(sql: str, outside, data_dir: Path) -> str:
 
 def _layer(sql: str, target) -> str:
     """Which layer refused: the parser-based guard, or the database's own read-only session."""
-    dialect = plugins.registry().by_name[target.dialect]
+    resolved = connections.resolve(target.connection_string, settings=target.settings)
     try:
-        statements.prepare(sql, dialect)
+        statements.prepare(sql, resolved.dialect, connections.allowed_functions(resolved))
     except SqlAdapterError:
         return "guard"
     return "database"

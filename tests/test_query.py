@@ -132,6 +132,18 @@ def test_truncation_at_exactly_max_rows_and_one_more(numbers_db):
     assert [r["n"] for r in over["rows"]] == list(range(1, 10))
 
 
+def test_keyword_fields_override_a_mapping_and_leave_it_unchanged(people_db):
+    task = {"connection_string": DB, "query": "SELECT * FROM people", "max_rows": 3}
+    one = run_query(task, max_rows=1)
+    assert one["rowCount"] == 1 and one["truncated"] is True and one["rows"][0]["name"] == "John"
+    added = run_query(task, shape="arrays", fetch="value")
+    assert added["value"] == "John"
+    assert task == {"connection_string": DB, "query": "SELECT * FROM people", "max_rows": 3}
+    assert run_query(task)["rowCount"] == 3
+    with pytest.raises(InputError, match="unknown input field"):
+        run_query(task, max_row=1)  # a misspelt keyword is refused like a misspelt key
+
+
 def test_max_rows_is_capped_by_the_worker(numbers_db, monkeypatch):
     monkeypatch.setenv("SQLADAPTER_MAX_ROWS", "4")
     out = run_query(connection_string="numbers.db", query="SELECT n FROM numbers", max_rows=1000)
@@ -290,7 +302,7 @@ def test_timeout_is_capped_by_the_worker(people_db, monkeypatch):
         ("SELEC * FROM people", QueryError, "cannot parse"),
         ("SELECT * FROM peple", QueryError, "no such table: peple"),
         ("SELECT nmae FROM people", QueryError, "no such column: nmae"),
-        ("SELECT unknown_function(1)", QueryError, "no such function"),
+        ("SELECT unknown_function(1)", NotReadOnlyError, "function unknown_function() is not allowed"),
     ],
 )
 def test_query_errors_are_terminal(people_db, query, error, text):

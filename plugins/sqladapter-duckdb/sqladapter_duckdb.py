@@ -31,46 +31,61 @@ from sqladapter import (
     jsontypes,
 )
 
-# Table functions and scalar functions that read files or URLs, run SQL given as a string, or
-# reveal secrets. External access is off anyway; refusing them in the parser gives a clear
-# message before the query reaches the database.
-FORBIDDEN_FUNCTIONS = frozenset(
+# The allowlist comes from DuckDB's catalog (duckdb_functions()): built-in scalar, aggregate
+# and window functions whose stability is not VOLATILE, and built-in macros, minus
+# EXCLUDED_FUNCTIONS, plus REVIEWED_FUNCTIONS. Table functions are listed one by one
+# (TABLE_FUNCTIONS): most of DuckDB's read files, URLs, settings or secrets, or run SQL.
+EXCLUDED_FUNCTIONS = frozenset(
     {
-        "read_csv",
-        "read_csv_auto",
-        "read_text",
-        "read_blob",
-        "read_parquet",
-        "parquet_scan",
-        "parquet_metadata",
-        "parquet_schema",
-        "parquet_file_metadata",
-        "parquet_kv_metadata",
-        "read_json",
-        "read_json_auto",
-        "read_json_objects",
-        "read_json_objects_auto",
-        "read_ndjson",
-        "read_ndjson_auto",
-        "read_ndjson_objects",
-        "read_xlsx",
-        "read_duckdb",
-        "sniff_csv",
-        "glob",
+        # take SQL as text: parse, plan or run it where the guard never looks
+        "json_serialize_sql",
+        "json_deserialize_sql",
+        "json_serialize_plan",
+        "json_execute_serialized_sql",
         "query",
         "query_table",
-        "iceberg_scan",
-        "delta_scan",
-        "st_read",
-        "sqlite_scan",
-        "postgres_scan",
-        "mysql_scan",
-        "duckdb_secrets",
-        "which_secret",
-        "checkpoint",
-        "force_checkpoint",
+        # state that outlives the query, or the query's own text
+        "setseed",
+        "nextval",
+        "currval",
+        "setval",
+        "write_log",
+        "current_query",
+        "getenv",
     }
 )
+# VOLATILE in the catalog, but they only read the clock or the random generator, or wait
+# (the time limit stops a wait).
+REVIEWED_FUNCTIONS = frozenset({"random", "gen_random_uuid", "uuid", "uuidv4", "uuidv7", "sleep_ms", "error"})
+TABLE_FUNCTIONS = frozenset(
+    {
+        "range",
+        "generate_series",
+        "unnest",
+        "repeat",
+        "repeat_row",
+        "json_each",
+        "json_tree",
+        "duckdb_columns",
+        "duckdb_databases",
+        "duckdb_constraints",
+        "duckdb_indexes",
+        "duckdb_schemas",
+        "duckdb_tables",
+        "duckdb_types",
+        "duckdb_views",
+        "duckdb_keywords",
+        "pragma_table_info",
+    }
+)
+_CATALOG_QUERY = """
+    SELECT DISTINCT function_name FROM duckdb_functions()
+    WHERE internal AND (
+        (function_type IN ('scalar', 'aggregate', 'window') AND stability <> 'VOLATILE')
+        OR function_type = 'macro'
+    )
+"""
+_TABLE_FUNCTIONS_QUERY = "SELECT DISTINCT function_name FROM duckdb_functions() WHERE internal AND function_type = 'table'"
 
 # Every connection a read-only engine opens gets exactly this configuration; DuckDB refuses a
 # second connection to the same file with a different one, so it never varies.
@@ -166,7 +181,6 @@ class DuckDB(Dialect):
     extensions = (".duckdb", ".ddb")
     grammar = "duckdb"
     paramstyles = ("qmark",)
-    forbidden_functions = FORBIDDEN_FUNCTIONS
     package = "sqladapter-duckdb"
 
     def engine_options(self, url, *, read_only):
@@ -193,6 +207,17 @@ class DuckDB(Dialect):
                     "read-only, without external access; remove it from the connection's URL"
                 )
         return super().create_engine(url, read_only=read_only)
+
+    def allowed_functions(self, dbapi_connection):
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(_CATALOG_QUERY)
+            names = {row[0].lower() for row in cursor.fetchall()}
+            cursor.execute(_TABLE_FUNCTIONS_QUERY)
+            table_functions = {row[0].lower() for row in cursor.fetchall()}
+        finally:
+            cursor.close()
+        return frozenset((names - EXCLUDED_FUNCTIONS) | REVIEWED_FUNCTIONS | (TABLE_FUNCTIONS & table_functions))
 
     def keeps_connection(self, connection):
         # Statements autocommit and the database is read-only: nothing is left to undo.

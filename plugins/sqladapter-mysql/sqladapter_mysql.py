@@ -1,11 +1,13 @@
 """MySQL 8 and MariaDB for sqladapter, through PyMySQL: `mysql://`, `mysql+pymysql://`, `mariadb://`.
 
-Every connection of a read-only engine starts with `SET SESSION TRANSACTION READ ONLY`, so
-the server refuses writes whatever the parser let through. Time limits are the server's own
-(`max_execution_time` on MySQL, `max_statement_time` on MariaDB) with the client's socket read
-timeout as a backstop, and `sql_select_limit` keeps the server from sending more rows than a
-task can use. Both are session variables, set only when they change, so a run of queries with
-the same limits costs no extra round trip.
+The server has no parser a Python library wraps, so queries are checked by sqlglot's MySQL
+grammar against the curated FUNCTIONS, and the server runs sqlglot's canonical text of them.
+Before every query one SET statement makes the session read-only again (so the server refuses
+writes whatever the parser let through), pins the settings that decide how that text is lexed
+(sql_mode, character sets), and sets this task's time limit (`max_execution_time` on MySQL,
+`max_statement_time` on MariaDB, with the client's socket read timeout as a backstop) and
+`sql_select_limit`, which keeps the server from sending more rows than the task can use.
+Inline URLs carry no options: only named connections configure the driver.
 """
 
 from __future__ import annotations
@@ -31,26 +33,50 @@ from sqladapter import (
     jsontypes,
 )
 
-# Functions with effects outside the one statement: file reads, named locks held past the
-# query, waits on replication, sequences that advance. SLEEP and BENCHMARK stay allowed: the
-# time limit stops them.
-FORBIDDEN_FUNCTIONS = frozenset(
-    {
-        "load_file",
-        "get_lock",
-        "release_lock",
-        "release_all_locks",
-        "master_pos_wait",
-        "source_pos_wait",
-        "master_gtid_wait",
-        "wait_for_executed_gtid_set",
-        "wait_until_sql_thread_after_gtids",
-        "nextval",
-        "setval",
-        "lastval",
-        "sys_exec",
-        "sys_eval",
-    }
+# The functions a query may call. MySQL and MariaDB keep no catalog of their built-in functions
+# that says which have side effects, so this list is curated: string, number, date, JSON,
+# aggregate, window and information functions that only compute from their arguments, the
+# rows read, the clock or the random generator. Left out on purpose: LOAD_FILE (reads server
+# files), GET_LOCK and the other named-lock functions (locks that outlive the query),
+# LAST_INSERT_ID, FOUND_ROWS and ROW_COUNT (state left by an earlier statement, which may be
+# another workflow's), sequences (NEXTVAL, SETVAL, LASTVAL), replication waits, and anything an
+# installed plugin or user added. IS_FREE_LOCK and IS_USED_LOCK only look; SLEEP and BENCHMARK
+# stay, because the time limit stops them.
+FUNCTIONS = frozenset(
+    """
+    ascii bin bit_length char char_length character_length chr concat concat_ws elt export_set field
+    find_in_set format from_base64 to_base64 hex unhex insert instr lcase lower left length lengthb
+    octet_length locate position lpad rpad ltrim rtrim trim make_set mid substr substring
+    substring_index oct ord quote repeat replace reverse right space strcmp ucase upper soundex
+    weight_string regexp_replace regexp_substr regexp_instr regexp_like natural_sort_key sformat
+    abs acos asin atan atan2 ceil ceiling conv cos cot crc32 crc32c degrees exp floor greatest least
+    ln log log10 log2 mod pi pow power radians rand round sign sin sqrt tan truncate
+    adddate addtime add_months convert_tz curdate current_date current_time current_timestamp curtime
+    date date_add date_format date_sub datediff day dayname dayofmonth dayofweek dayofyear extract
+    from_days from_unixtime get_format hour last_day localtime localtimestamp makedate maketime
+    microsecond minute month monthname now period_add period_diff quarter sec_to_time second
+    str_to_date subdate subtime sysdate time time_format time_to_sec timediff timestamp timestampadd
+    timestampdiff to_days to_seconds unix_timestamp utc_date utc_time utc_timestamp week weekday
+    weekofyear year yearweek
+    avg bit_and bit_or bit_xor count group_concat json_arrayagg json_objectagg max min std stddev
+    stddev_pop stddev_samp sum var_pop var_samp variance percentile_cont percentile_disc median
+    row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value last_value nth_value
+    if ifnull nullif coalesce isnull nvl nvl2 interval cast convert binary
+    json_array json_array_append json_array_insert json_contains json_contains_path json_depth
+    json_extract json_insert json_keys json_length json_merge json_merge_patch json_merge_preserve
+    json_object json_overlaps json_pretty json_quote json_remove json_replace json_schema_valid
+    json_search json_set json_type json_unquote json_valid json_value json_query json_exists
+    json_compact json_detailed json_loose json_normalize json_equals json_array_intersect
+    json_object_filter_keys json_object_to_array json_key_value json_table
+    charset coercibility collation connection_id current_user database schema user session_user
+    system_user version current_role
+    md5 sha sha1 sha2 compress uncompress uncompressed_length random_bytes aes_encrypt aes_decrypt
+    uuid uuid_short sys_guid inet_aton inet_ntoa inet6_aton inet6_ntoa is_ipv4 is_ipv6
+    is_ipv4_compat is_ipv4_mapped is_uuid column_get column_json column_list column_exists
+    column_check st_astext st_aswkt st_geomfromtext st_x st_y st_distance st_distance_sphere
+    st_contains st_within st_intersects point
+    is_free_lock is_used_lock sleep benchmark
+    """.split()
 )
 
 # Server error numbers by what they mean for a retry.
@@ -89,8 +115,13 @@ _BINARY_OR_TEXT = frozenset({FIELD_TYPE.BLOB, FIELD_TYPE.TINY_BLOB, FIELD_TYPE.M
 # Zero and invalid dates ('0000-00-00') come back as text among the column's real dates.
 _DATES = frozenset({FIELD_TYPE.DATE, FIELD_TYPE.NEWDATE, FIELD_TYPE.DATETIME, FIELD_TYPE.TIMESTAMP})
 
-# connection.info keys: what the session variables are set to, and the time limit asked for.
-_SESSION = "sqladapter.mysql.session"
+# Session settings pinned before every query (see MySQL._reset_session).
+_PINNED_SETTINGS = (
+    "autocommit = 1, sql_mode = 'STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION', "
+    "character_set_client = utf8mb4, character_set_connection = utf8mb4, character_set_results = utf8mb4"
+)
+
+# connection.info keys: the time limit asked for, and whether the server is MariaDB.
 _TIMEOUT_MS = "sqladapter.mysql.timeout_ms"
 _MARIADB = "sqladapter.mysql.mariadb"
 
@@ -120,12 +151,23 @@ class MySQL(Dialect):
     driver = "mysql+pymysql"
     grammar = "mysql"
     paramstyles = ("pyformat",)
-    forbidden_functions = FORBIDDEN_FUNCTIONS
+    functions = FUNCTIONS
+    # Only how long to wait for the server: the rest (init_command, local_infile,
+    # read_default_file, client_flag, ...) would let task input configure the session.
+    inline_url_options = frozenset({"connect_timeout"})
     package = "sqladapter-mysql"
 
     def engine_options(self, url, *, read_only):
+        charset = url.query.get("charset")
+        if charset is not None and str(charset).lower() not in ("utf8mb4", "utf8", "utf8mb3"):
+            raise ConnectionConfigError(
+                f"mysql: the connection sets charset={charset}; sqladapter talks to the server in utf8mb4 "
+                "(parameter values are escaped for it), so remove charset from the connection's URL"
+            )
         options = super().engine_options(url, read_only=read_only)
-        connect_args: dict[str, Any] = {"connect_timeout": 10}
+        # utf8mb4 whatever the URL says: PyMySQL escapes parameter values without regard to the
+        # character set, which is safe in UTF-8 and not in multi-byte sets such as GBK.
+        connect_args: dict[str, Any] = {"connect_timeout": 10, "charset": "utf8mb4"}
         if read_only:
             # Seeding (read-write) may wait long on a bulk load; queries have their own limit.
             connect_args["read_timeout"] = INITIAL_READ_TIMEOUT
@@ -175,9 +217,7 @@ class MySQL(Dialect):
     def fetch(self, connection, sql, params, limit):
         dbapi_connection = connection.dbapi_connection
         info = connection.info
-        session = (info.get(_TIMEOUT_MS, 0), limit)
-        if info.get(_SESSION) != session:
-            self._set_session(dbapi_connection, info, *session)
+        self._reset_session(dbapi_connection, info, info.get(_TIMEOUT_MS, 0), limit)
         cursor: Any = dbapi_connection.cursor(SSCursor)
         try:
             cursor.execute(sql, params)
@@ -198,17 +238,20 @@ class MySQL(Dialect):
                 with contextlib.suppress(pymysql.err.Error):
                     cursor.close()
 
-    def _set_session(self, dbapi_connection: Any, info: dict, timeout_ms: int, limit: int) -> None:
+    def _reset_session(self, dbapi_connection: Any, info: dict, timeout_ms: int, limit: int) -> None:
+        # Every task, in one round trip: the session read-only and autocommitting again, the
+        # settings the canonical SQL's lexing depends on (sql_mode: no ANSI_QUOTES, no
+        # NO_BACKSLASH_ESCAPES; utf8mb4 both ways, which PyMySQL's escaping of parameter values
+        # relies on), and this task's own time and row limits. Nothing is cached from the last task.
         mariadb = info.get(_MARIADB)
         if mariadb is None:
             mariadb = info[_MARIADB] = "mariadb" in dbapi_connection.get_server_info().lower()
         if mariadb:
-            limit_sql = f"max_statement_time = {timeout_ms / 1000:.3f}"
+            settings = f"tx_read_only = 1, max_statement_time = {timeout_ms / 1000:.3f}"
         else:
-            limit_sql = f"max_execution_time = {int(timeout_ms)}"
+            settings = f"transaction_read_only = 1, max_execution_time = {int(timeout_ms)}"
         with dbapi_connection.cursor() as cursor:
-            cursor.execute(f"SET SESSION {limit_sql}, sql_select_limit = {int(limit)}")
-        info[_SESSION] = (timeout_ms, limit)
+            cursor.execute(f"SET SESSION {settings}, sql_select_limit = {int(limit)}, {_PINNED_SETTINGS}")
 
     def column_type(self, column, sample):
         type_code = column[1]

@@ -16,9 +16,15 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import re
 from typing import Any, Iterator
 
+import pglast
 import psycopg
+from pglast import ast as pg_ast
+from pglast import enums as pg_enums
+from pglast import parser as pg_parser
+from pglast.stream import RawStream
 from psycopg.postgres import types as pg_types
 from psycopg.types.datetime import DateLoader, IntervalLoader, TimestampLoader, TimestamptzLoader
 
@@ -26,80 +32,111 @@ from sqladapter import (
     ConnectionConfigError,
     DatabaseUnavailableError,
     Dialect,
+    InputError,
     LockTimeoutError,
+    NotReadOnlyError,
     PermissionDeniedError,
     QueryError,
     QueryTimeoutError,
+    guard,
     hookimpl,
     jsontypes,
 )
 
 log = logging.getLogger("sqladapter.postgresql")
 
-# Functions that read server files, write, signal other sessions, change settings, run SQL
-# given as a string, or notify listeners. pg_sleep stays allowed: the time limit stops it.
-# (lo_* and pg_advisory_* are refused by the core as families.)
-FORBIDDEN_FUNCTIONS = frozenset(
+# -- the allowlists, from the server's catalog --------------------------------------------------
+#
+# A query may call the functions of pg_catalog whose every overload is IMMUTABLE or STABLE (the
+# server's own statement that they change nothing), minus EXCLUDED_FUNCTIONS, plus the reviewed
+# VOLATILE ones in REVIEWED_FUNCTIONS; and the operators of pg_catalog whose functions are all
+# non-volatile. Large objects (lo_*), advisory locks, set_config, index maintenance
+# (brin_summarize_new_values, gin_clean_pending_list), WAL and replication functions, file
+# access and signals are all VOLATILE, so they are never on the list, and neither is any
+# function outside pg_catalog (extensions, user-defined functions).
+_FUNCTIONS_QUERY = """
+    SELECT p.proname FROM pg_catalog.pg_proc p
+    WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.prokind IN ('f', 'a', 'w')
+    GROUP BY p.proname HAVING bool_and(p.provolatile <> 'v')
+"""
+_OPERATORS_QUERY = """
+    SELECT o.oprname FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode
+    WHERE o.oprnamespace = 'pg_catalog'::regnamespace
+    GROUP BY o.oprname HAVING bool_and(p.provolatile <> 'v')
+"""
+# Marked STABLE, but they run queries built from their arguments, or hand out a transaction id.
+EXCLUDED_FUNCTIONS = frozenset(
     {
-        "pg_read_file",
-        "pg_read_binary_file",
-        "pg_ls_dir",
-        "pg_ls_logdir",
-        "pg_ls_waldir",
-        "pg_ls_tmpdir",
-        "pg_ls_archive_statusdir",
-        "pg_ls_logicalsnapdir",
-        "pg_ls_logicalmapdir",
-        "pg_ls_replslotdir",
-        "pg_stat_file",
-        "pg_file_write",
-        "pg_file_rename",
-        "pg_file_unlink",
-        "pg_file_sync",
-        "pg_logdir_ls",
-        "dblink",
-        "dblink_exec",
-        "dblink_connect",
-        "dblink_connect_u",
-        "dblink_send_query",
-        "set_config",
-        "nextval",
-        "setval",
-        "pg_terminate_backend",
-        "pg_cancel_backend",
-        "pg_reload_conf",
-        "pg_rotate_logfile",
-        "pg_switch_wal",
-        "pg_create_restore_point",
-        "pg_promote",
-        "pg_backup_start",
-        "pg_backup_stop",
-        "pg_start_backup",
-        "pg_stop_backup",
-        "pg_notify",
-        "pg_logical_emit_message",
-        "pg_create_logical_replication_slot",
-        "pg_create_physical_replication_slot",
-        "pg_drop_replication_slot",
-        "pg_stat_reset",
-        "pg_stat_reset_shared",
-        "pg_stat_reset_single_table_counters",
-        "pg_stat_reset_single_function_counters",
-        "pg_log_backend_memory_contexts",
-        "pg_import_system_collations",
-        "query_to_xml",
-        "query_to_xmlschema",
-        "query_to_xml_and_xmlschema",
-        "cursor_to_xml",
-        "cursor_to_xmlschema",
+        "table_to_xml",
+        "table_to_xmlschema",
+        "table_to_xml_and_xmlschema",
+        "schema_to_xml",
+        "schema_to_xmlschema",
+        "schema_to_xml_and_xmlschema",
+        "database_to_xml",
+        "database_to_xmlschema",
+        "database_to_xml_and_xmlschema",
+        "txid_current",
+        "pg_current_xact_id",
     }
 )
+# VOLATILE, but they only read the clock, the random generator or relation sizes, or wait
+# (the time limit stops a wait).
+REVIEWED_FUNCTIONS = frozenset(
+    {
+        "random",
+        "random_normal",
+        "clock_timestamp",
+        "timeofday",
+        "gen_random_uuid",
+        "uuidv4",
+        "uuidv7",
+        "pg_sleep",
+        "pg_sleep_for",
+        "pg_sleep_until",
+        "pg_database_size",
+        "pg_relation_size",
+        "pg_table_size",
+        "pg_indexes_size",
+        "pg_total_relation_size",
+    }
+)
+# Entries of the allowlist that are operators, not functions, carry this prefix.
+OPERATOR = "operator "
+
+# Parse-tree nodes a read-only query is made of (libpg_query's raw parse tree, through pglast).
+# Anything else, INSERT inside a CTE, SELECT INTO, FOR UPDATE, is refused.
+_READ_NODES = frozenset(
+    """
+    RawStmt SelectStmt ResTarget ColumnRef A_Star A_Const ParamRef FuncCall A_Expr BoolExpr NullTest
+    BooleanTest SubLink RangeVar RangeSubselect RangeFunction JoinExpr SortBy WithClause
+    CommonTableExpr CTESearchClause CTECycleClause TypeCast TypeName Alias CaseExpr CaseWhen
+    CoalesceExpr MinMaxExpr SQLValueFunction A_ArrayExpr A_Indices A_Indirection RowExpr WindowDef
+    GroupingSet GroupingFunc CollateClause NamedArgExpr String Integer Float Boolean BitString
+    RangeTableSample XmlExpr XmlSerialize JsonObjectConstructor JsonArrayConstructor
+    JsonArrayQueryConstructor JsonObjectAgg JsonArrayAgg JsonAggConstructor JsonValueExpr
+    JsonKeyValue JsonOutput JsonReturning JsonFormat JsonIsPredicate JsonParseExpr JsonScalarExpr
+    JsonSerializeExpr JsonFuncExpr JsonBehavior JsonArgument
+    """.split()
+)
+# BETWEEN and its variants name no operator in the raw tree; the server rewrites them to >= and <=.
+_BETWEEN = frozenset(
+    {
+        pg_enums.A_Expr_Kind.AEXPR_BETWEEN,
+        pg_enums.A_Expr_Kind.AEXPR_NOT_BETWEEN,
+        pg_enums.A_Expr_Kind.AEXPR_BETWEEN_SYM,
+        pg_enums.A_Expr_Kind.AEXPR_NOT_BETWEEN_SYM,
+    }
+)
+_QUOTED_TOKENS = frozenset({"SCONST", "USCONST", "XCONST", "BCONST"})
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Settings pinned before every query: how the canonical text's strings are lexed.
+_PINNED = "SET standard_conforming_strings = on; SET backslash_quote = safe_encoding"
 
 _READ_ONLY_OPTION = "-c default_transaction_read_only=on"
 _READ_ONLY_SETTING = "default_transaction_read_only"
 
-# connection.info key: the statement_timeout set on the session.
-_TIMEOUT_MS = "sqladapter.postgresql.timeout_ms"
 
 # json, jsonb and their arrays: one column may hold objects, arrays, strings and numbers.
 _JSON_OIDS = frozenset({114, 199, 3802, 3807})
@@ -151,17 +188,198 @@ def _out_of_python_range(exc: Exception) -> bool:
     return isinstance(exc, psycopg.DataError) and exc.sqlstate is None and (" too large " in text or " too small " in text)
 
 
+def _scan(data: bytes) -> list[Any]:
+    try:
+        return list(pg_parser.scan(data.decode("utf-8")))
+    except pglast.parser.ParseError as exc:
+        raise QueryError(f"postgresql: cannot parse the query: {guard.first_line(exc)}") from None
+
+
+def _parse(data: bytes) -> Any:
+    try:
+        return pglast.parse_sql(data.decode("utf-8"))
+    except pglast.parser.ParseError as exc:
+        raise QueryError(f"postgresql: cannot parse the query: {guard.first_line(exc)}") from None
+    except RecursionError:
+        raise InputError("the query is nested too deeply to parse: flatten the expression") from None
+
+
+def _text(token: Any, data: bytes) -> bytes:
+    return data[token.start : token.end + 1]
+
+
+def _quoted(token: Any, data: bytes) -> bool:
+    # String constants, and identifiers written in double quotes (plain ones hold no spaces).
+    return token.name in _QUOTED_TOKENS or (token.name in ("IDENT", "UIDENT") and _text(token, data)[:1] in (b'"', b"U", b"u"))
+
+
+def _char_spans(data: bytes, tokens: Any) -> list[tuple[int, int]]:
+    # The scanner counts bytes of UTF-8; the guard's character check counts characters.
+    return [(len(data[: t.start].decode("utf-8")), len(data[: t.end + 1].decode("utf-8"))) for t in tokens]
+
+
+def _placeholders(tokens: list[Any], data: bytes) -> list[tuple[int, int, str]]:
+    """(start, end, name) in bytes of each `?` and `:name`, as PostgreSQL's own scanner reads the text."""
+    spans = []
+    for i, token in enumerate(tokens):
+        text = _text(token, data)
+        if token.name == "Op" and text == b"?":
+            spans.append((token.start, token.end + 1, ""))
+        elif text == b":" and i + 1 < len(tokens):
+            following = tokens[i + 1]
+            name = _text(following, data).decode("utf-8")
+            if following.start == token.end + 1 and _NAME.match(name):
+                spans.append((token.start, following.end + 1, name))
+    return spans
+
+
+def _replace(data: bytes, spans: list[tuple[int, int, str]], numbers: list[int]) -> bytes:
+    parts, position = [], 0
+    for (start, end, _), number in zip(spans, numbers):
+        parts += [data[position:start], b"$%d" % number]
+        position = end
+    parts.append(data[position:])
+    return b"".join(parts)
+
+
+def _params(canonical: str) -> list[tuple[int, int, int]]:
+    """(start, end, number) in characters of each $n in the canonical text."""
+    data = canonical.encode("utf-8")
+    found = []
+    for token in pg_parser.scan(canonical):
+        if token.name == "PARAM":
+            start, end = _char_spans(data, [token])[0]
+            found.append((start, end, int(canonical[start + 1 : end])))
+    return found
+
+
+def _walk(node: Any) -> Iterator[Any]:
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, pg_ast.Node):
+            yield item
+            stack.extend(getattr(item, name) for name in item)
+
+
+def _check_call(qualified: Any, allowed: frozenset[str], what: str) -> None:
+    names = [part.sval for part in qualified or ()]
+    if not names:
+        return
+    *schema, name = names
+    if schema and schema != ["pg_catalog"]:
+        raise NotReadOnlyError(
+            f"the {what} {'.'.join(names)} is not allowed in a query on postgresql: only pg_catalog's "
+            f"built-in {what}s without side effects are"
+        )
+    key = name if what == "function" else OPERATOR + name
+    if key not in allowed:
+        shown = f"{name}()" if what == "function" else name
+        raise NotReadOnlyError(
+            f"{what} {shown} is not allowed in a query on postgresql: only the built-in {what}s that the "
+            "server marks free of side effects are (see the plugin's README)"
+        )
+
+
+def _kind(node: Any) -> str:
+    return type(node).__name__.removesuffix("Stmt").upper() or "statement"
+
+
 class PostgreSQL(Dialect):
     name = "postgresql"
     backends = ("postgresql", "postgresql+psycopg", "postgres")
     driver = "postgresql+psycopg"
     grammar = "postgres"
-    paramstyles = ("pyformat",)
-    forbidden_functions = FORBIDDEN_FUNCTIONS
+    paramstyles = ("numeric_dollar",)
     package = "sqladapter-postgresql"
+    # Only how long to wait for the server: `options` sets any session setting, `sslmode`,
+    # `service`, `passfile` and the rest configure the client, so they belong to the operator.
+    inline_url_options = frozenset({"connect_timeout"})
     # A streamed query stopped early must be cancelled, and the rows already on their way
     # drained: tens of milliseconds on a big table. Told the limit, the server stops by itself.
     row_limit_in_sql = True
+
+    # -- checking a query with PostgreSQL's own parser -------------------------------------------
+
+    def allowed_functions(self, dbapi_connection):
+        with dbapi_connection.cursor() as cursor:
+            functions = {row[0] for row in cursor.execute(_FUNCTIONS_QUERY)}
+            operators = {OPERATOR + row[0] for row in cursor.execute(_OPERATORS_QUERY)}
+        return frozenset((functions - EXCLUDED_FUNCTIONS) | REVIEWED_FUNCTIONS | operators)
+
+    def compile(self, sql, allowed):
+        guard.check_nesting(sql)
+        data = sql.encode("utf-8")
+        tokens = _scan(data)
+        guard.check_characters(sql, _char_spans(data, (t for t in tokens if _quoted(t, data))))
+        spans = _placeholders(tokens, data)
+        names = [name for _, _, name in spans]
+        if names and all(names):
+            style = "named"
+            numbers = {name: i for i, name in enumerate(dict.fromkeys(names), 1)}
+            marks = [numbers[name] for name in names]
+            by_number = {n: name for name, n in numbers.items()}
+        elif names and not any(names):
+            style = "positional"
+            marks = list(range(1, len(names) + 1))
+            by_number = {n: f"_p{n - 1}" for n in marks}
+        elif names:
+            raise InputError("the query mixes :name and ? placeholders; use one style")
+        else:
+            style, marks, by_number = None, [], {}
+        if any(t.name == "PARAM" for t in tokens):
+            raise InputError("write parameters as :name (with an object) or ? (with a list), not $1")
+        marked = _replace(data, spans, marks)
+        tree = _parse(marked)
+        guard.check(self, tree, allowed)
+        canonical = RawStream()(tree)
+        if _parse(canonical.encode("utf-8")) != tree:
+            raise QueryError(
+                "the query cannot be written out unambiguously for the database; simplify it "
+                "(this is a guard against parser differences, not a syntax error)"
+            )
+        written = [(start, end, by_number.get(number, "")) for start, end, number in _params(canonical)]
+        if sorted(name for *_, name in written) != sorted(by_number[m] for m in marks):
+            raise QueryError("unsupported placeholder syntax: use :name (with an object) or ? (with a list)")
+        statement = tree[0].stmt
+        limitable = (
+            isinstance(statement, pg_ast.SelectStmt)
+            and statement.limitCount is None
+            and statement.limitOffset is None
+            and not statement.lockingClause
+            and statement.intoClause is None
+        )
+        return guard.Checked(canonical, tuple(written), style, limitable)
+
+    def check_tree(self, tree, allowed):
+        if len(tree) != 1:
+            raise NotReadOnlyError(f"the query holds {len(tree)} statements; send exactly one read-only statement per task")
+        statement = tree[0].stmt
+        if isinstance(statement, pg_ast.ExplainStmt):
+            for option in statement.options or ():
+                if option.defname not in ("analyze", "verbose", "costs", "buffers", "format", "summary", "timing", "settings", "wal", "generic_plan", "memory", "serialize"):
+                    raise NotReadOnlyError(f"EXPLAIN option {option.defname} is not accepted")
+            statement = statement.query
+        if not isinstance(statement, pg_ast.SelectStmt):
+            raise NotReadOnlyError(
+                f"only read-only queries are accepted (SELECT, WITH ... SELECT, VALUES, EXPLAIN), got {_kind(statement)}"
+            )
+        for node in _walk(statement):
+            kind = type(node).__name__
+            if kind not in _READ_NODES:
+                raise NotReadOnlyError(f"the query contains {_kind(node)}, which is not accepted in a read-only query")
+            if kind == "SelectStmt" and (node.intoClause is not None or node.lockingClause):
+                raise NotReadOnlyError(
+                    "the query contains SELECT INTO or a locking clause (FOR UPDATE/SHARE), which is not accepted"
+                )
+            elif kind == "FuncCall":
+                _check_call(node.funcname, allowed, "function")
+            elif kind == "A_Expr" and node.kind not in _BETWEEN:
+                _check_call(node.name, allowed, "operator")
+
+    # -- engines ---------------------------------------------------------------------------------
 
     def engine_options(self, url, *, read_only):
         options = super().engine_options(url, read_only=read_only)
@@ -189,12 +407,17 @@ class PostgreSQL(Dialect):
     @contextlib.contextmanager
     def time_limit(self, connection, timeout_ms: int) -> Iterator[None]:
         dbapi_connection = connection.dbapi_connection
-        info = connection.info
-        if not dbapi_connection.autocommit:
+        if dbapi_connection.autocommit:
+            # Every task starts from the session as it was opened (RESET ALL returns every setting
+            # to its value at connect, default_transaction_read_only=on among them), with no
+            # advisory lock held, the lexing settings pinned and its own time limit: one round
+            # trip, and nothing cached from the task before.
+            dbapi_connection.execute(
+                f"RESET ALL; SELECT pg_catalog.pg_advisory_unlock_all(); {_PINNED}; "
+                f"SET statement_timeout = {int(timeout_ms)}"
+            )
+        else:
             dbapi_connection.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
-        elif info.get(_TIMEOUT_MS) != timeout_ms:
-            dbapi_connection.execute(f"SET statement_timeout = {int(timeout_ms)}")
-            info[_TIMEOUT_MS] = timeout_ms
         yield
 
     def fetch(self, connection, sql, params, limit):
@@ -202,17 +425,19 @@ class PostgreSQL(Dialect):
         if dbapi_connection.autocommit:
             self._ensure_read_only(dbapi_connection)
         try:
-            return self._stream(dbapi_connection.cursor(), sql, params, limit)
+            return self._stream(psycopg.RawCursor(dbapi_connection), sql, params, limit)
         except psycopg.DataError as exc:
             if not _out_of_python_range(exc):
                 raise
         # Read-only, so running it again is safe; only such results pay for the Python loaders.
-        cursor = dbapi_connection.cursor()
+        cursor = psycopg.RawCursor(dbapi_connection)
         for name, loader in _TEXT_WHEN_OUT_OF_RANGE.items():
             cursor.adapters.register_loader(name, loader)
         return self._stream(cursor, sql, params, limit)
 
     def _stream(self, cursor: Any, sql: str, params: Any, limit: int) -> tuple[Any, list]:
+        # A RawCursor: the canonical SQL writes parameters as $1, $2, which go to the server as
+        # they are and are bound there, never spliced into the text.
         try:
             stream = cursor.stream(sql, params, size=min(limit, _MAX_CHUNK) if _CHUNKED else 1)
             try:

@@ -16,7 +16,7 @@ from ..dialect import Dialect
 from ..hookspecs import hookimpl
 
 # Authorizer actions a read-only query never needs. Everything else (SELECT, READ, FUNCTION
-# but the ones below, RECURSIVE, read-only PRAGMAs) is allowed.
+# on the allowlist, RECURSIVE, read-only PRAGMAs) is allowed.
 _DENIED_ACTIONS = frozenset(
     getattr(sqlite3, name)
     for name in (
@@ -33,7 +33,61 @@ _DENIED_ACTIONS = frozenset(
 _PRAGMAS_READING_AN_ARGUMENT = frozenset(
     {"table_info", "table_xinfo", "index_info", "index_xinfo", "index_list", "foreign_key_list", "table_list"}
 )
-_DENIED_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"})
+
+
+def _builtin_functions() -> frozenset[str]:
+    """SQLite's own functions that a query may call, from its catalog (PRAGMA function_list).
+
+    Built-in functions flagged deterministic, aggregates and window functions (they only read),
+    and the reviewed `_REVIEWED_FUNCTIONS`; never those in `_EXCLUDED_FUNCTIONS`. Functions an
+    application or extension registered are not built-in, so they are refused.
+    """
+    connection = sqlite3.connect(":memory:")
+    try:
+        rows = connection.execute("SELECT name, builtin, type, flags FROM pragma_function_list").fetchall()
+    finally:
+        connection.close()
+    refused = {name for name, builtin, kind, flags in rows if not builtin or (kind == "s" and not flags & _DETERMINISTIC)}
+    names = {name for name, *_ in rows} - refused
+    return frozenset((names | _REVIEWED_FUNCTIONS) - _EXCLUDED_FUNCTIONS)
+
+
+_DETERMINISTIC = 0x800  # SQLITE_DETERMINISTIC in function_list's flags
+# Not deterministic, but only read the clock, the random generator or the library's version.
+_REVIEWED_FUNCTIONS = frozenset(
+    {"random", "randomblob", "current_date", "current_time", "current_timestamp", "sqlite_version", "sqlite_source_id"}
+)
+# Never callable: they load code, change the tokenizers, or report what an earlier statement on
+# the same connection did (state that would cross from one task to the next).
+_EXCLUDED_FUNCTIONS = frozenset(
+    {
+        "load_extension",
+        "fts3_tokenizer",
+        "changes",
+        "total_changes",
+        "last_insert_rowid",
+        "sqlite_log",
+        "readfile",
+        "writefile",
+        "edit",
+    }
+)
+# Table-valued functions a query may read from (SQLite implements them as virtual tables, so the
+# authorizer sees reads, not function calls).
+_TABLE_FUNCTIONS = frozenset(
+    {
+        "json_each",
+        "json_tree",
+        "pragma_table_info",
+        "pragma_table_xinfo",
+        "pragma_index_list",
+        "pragma_index_info",
+        "pragma_index_xinfo",
+        "pragma_foreign_key_list",
+        "pragma_table_list",
+    }
+)
+_FUNCTIONS = _builtin_functions()
 # How many SQLite virtual machine steps run between two checks of the deadline.
 _PROGRESS_STEPS = 1000
 # How long a read waits on a writer's lock before failing with a retryable lock error.
@@ -49,8 +103,8 @@ def _authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None
         return sqlite3.SQLITE_DENY
     if action == sqlite3.SQLITE_PRAGMA and arg2 is not None and (arg1 or "").lower() not in _PRAGMAS_READING_AN_ARGUMENT:
         return sqlite3.SQLITE_DENY  # PRAGMA name = value: a setting changed
-    if action == sqlite3.SQLITE_FUNCTION and arg2 and arg2.lower() in _DENIED_FUNCTIONS:
-        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() not in _FUNCTIONS:
+        return sqlite3.SQLITE_DENY  # the same allowlist as the guard's, enforced by SQLite itself
     return sqlite3.SQLITE_OK
 
 
@@ -106,7 +160,7 @@ class SQLite(Dialect):
     extensions = (".db", ".sqlite", ".sqlite3")
     grammar = "sqlite"
     paramstyles = ("named", "qmark")
-    forbidden_functions = _DENIED_FUNCTIONS
+    functions = _FUNCTIONS | _TABLE_FUNCTIONS
     typed_columns = False  # SQLite columns hold any type, row by row
     package = "sqladapter"
 
