@@ -79,6 +79,10 @@ _SYNTAX_FUNCTIONS = _classes(
     "Like ILike Is Lambda Filter DPipe Concat Coalesce Struct Array Tuple Bracket ToMap Map VarMap"
 )
 
+# MySQL's SELECT modifiers that only steer this query's plan or cache use. SQL_CALC_FOUND_ROWS
+# leaves a count behind for FOUND_ROWS(); HIGH_PRIORITY and friends are not needed to read.
+_READ_MODIFIERS = frozenset({"STRAIGHT_JOIN", "SQL_NO_CACHE", "SQL_SMALL_RESULT", "SQL_BIG_RESULT", "SQL_BUFFER_RESULT"})
+
 _CALL = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_$]*)\s*\(")
 
 # EXPLAIN is not parsed by every grammar; its options are checked here and the statement it
@@ -271,6 +275,11 @@ def check(dialect: Dialect, tree: Any, allowed: frozenset[str]) -> None:
             raise NotReadOnlyError(
                 f"the schema-qualified call {node.sql(dialect=dialect.grammar)[:80]} is not accepted: "
                 "call built-in functions by their plain name"
+            )
+        elif isinstance(node, exp.Var) and node.arg_key == "operation_modifiers" and node.name.upper() not in _READ_MODIFIERS:
+            raise NotReadOnlyError(
+                f"the SELECT modifier {node.name} is not accepted: it leaves state for the next statement or "
+                "changes how the server runs others"
             )
         elif isinstance(node, exp.Parameter) and not isinstance(node.parent, exp.Placeholder):
             raise NotReadOnlyError(

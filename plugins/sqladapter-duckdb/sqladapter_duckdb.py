@@ -217,7 +217,13 @@ class DuckDB(Dialect):
             table_functions = {row[0].lower() for row in cursor.fetchall()}
         finally:
             cursor.close()
-        return frozenset((names - EXCLUDED_FUNCTIONS) | REVIEWED_FUNCTIONS | (TABLE_FUNCTIONS & table_functions))
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT DISTINCT function_name FROM duckdb_functions() WHERE internal")
+            every = {row[0].lower() for row in cursor.fetchall()}
+        finally:
+            cursor.close()
+        return frozenset((names - EXCLUDED_FUNCTIONS) | (REVIEWED_FUNCTIONS & every) | (TABLE_FUNCTIONS & table_functions))
 
     def keeps_connection(self, connection):
         # Statements autocommit and the database is read-only: nothing is left to undo.

@@ -55,9 +55,9 @@ log = logging.getLogger("sqladapter.postgresql")
 # access and signals are all VOLATILE, so they are never on the list, and neither is any
 # function outside pg_catalog (extensions, user-defined functions).
 _FUNCTIONS_QUERY = """
-    SELECT p.proname FROM pg_catalog.pg_proc p
+    SELECT p.proname, bool_and(p.provolatile <> 'v') FROM pg_catalog.pg_proc p
     WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.prokind IN ('f', 'a', 'w')
-    GROUP BY p.proname HAVING bool_and(p.provolatile <> 'v')
+    GROUP BY p.proname
 """
 _OPERATORS_QUERY = """
     SELECT o.oprname FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode
@@ -305,9 +305,10 @@ class PostgreSQL(Dialect):
 
     def allowed_functions(self, dbapi_connection):
         with dbapi_connection.cursor() as cursor:
-            functions = {row[0] for row in cursor.execute(_FUNCTIONS_QUERY)}
+            catalog = dict(cursor.execute(_FUNCTIONS_QUERY).fetchall())
             operators = {OPERATOR + row[0] for row in cursor.execute(_OPERATORS_QUERY)}
-        return frozenset((functions - EXCLUDED_FUNCTIONS) | REVIEWED_FUNCTIONS | operators)
+        functions = {name for name, unchanging in catalog.items() if unchanging} - EXCLUDED_FUNCTIONS
+        return frozenset(functions | (REVIEWED_FUNCTIONS & catalog.keys()) | operators)
 
     def compile(self, sql, allowed):
         guard.check_nesting(sql)
