@@ -197,6 +197,8 @@ def _refuse_inline_options(dialect: Dialect, url: URL) -> None:
 
 
 def _place(raw: str, data_dir: Path, *, confine: bool) -> Path:
+    if "\x00" in raw:
+        raise ConnectionConfigError("the database path holds a NUL character; give a plain file name")
     path = Path(raw)
     if not path.is_absolute():
         path = data_dir / path
@@ -217,6 +219,7 @@ _engines_lock = threading.Lock()
 # variant (`?connect_timeout=1`, `=2`, ...) would otherwise get a pool of its own whose
 # connections stay open: enough variants use up the server's connection slots for everyone.
 _inline_keys: set[tuple[str, str, bool]] = set()
+_uncounted: dict[Any, tuple[str, str, bool]] = {}
 
 
 def _engine(dialect: Dialect, url: URL, read_only: bool, max_inline: int | None = None) -> Engine:
@@ -234,7 +237,9 @@ def _engine(dialect: Dialect, url: URL, read_only: bool, max_inline: int | None 
                     )
                 engine = _engines[key] = dialect.create_engine(url, read_only=read_only)
                 if max_inline is not None:
-                    _inline_keys.add(key)
+                    # Counted once a connection worked (see allowed_functions): URLs of servers that
+                    # never answer hold no connection, so they must not use up the cap.
+                    _uncounted[engine] = key
     return engine
 
 
@@ -245,12 +250,25 @@ def allowed_functions(target: Target) -> frozenset[str]:
     """The functions a query may call on this target's database, asked of the dialect once per engine."""
     allowed = _allowed.get(target.engine)
     if allowed is None:
-        connection = target.engine.raw_connection()
+        try:
+            connection = target.engine.raw_connection()
+        except Exception:
+            key = _uncounted.pop(target.engine, None)
+            if key is not None:  # an inline URL that never worked: forget it, cap untouched
+                with _engines_lock:
+                    _engines.pop(key, None)
+                target.engine.dispose()
+                _resolve.cache_clear()
+            raise
         try:
             allowed = frozenset(target.dialect.allowed_functions(connection.dbapi_connection))
         finally:
             _close(connection)
         _allowed[target.engine] = allowed
+        key = _uncounted.pop(target.engine, None)
+        if key is not None:
+            with _engines_lock:
+                _inline_keys.add(key)
     return allowed
 
 
@@ -262,6 +280,7 @@ def dispose_engines() -> None:
             engine.dispose()
         _engines.clear()
         _inline_keys.clear()
+        _uncounted.clear()
         _allowed.clear()
     _resolve.cache_clear()
     _seen.clear()

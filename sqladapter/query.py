@@ -150,6 +150,11 @@ def run_query(task_input: Mapping[str, Any] | None = None, /, *, settings: Setti
     elif fields and isinstance(task_input, abc.Mapping):
         task_input = {**task_input, **fields}
     connection_string, connection, query, parameters, max_rows, timeout_ms, shape, fetch = _parse(task_input, settings)
+    if len(query) > settings.max_query_bytes // 4 and len(query.encode("utf-8", "surrogatepass")) > settings.max_query_bytes:
+        raise InputError(
+            f"the query is {len(query.encode('utf-8', 'surrogatepass'))} bytes, over the {settings.max_query_bytes}-byte "
+            "limit (SQLADAPTER_MAX_QUERY_BYTES): pass data as parameters, or raise the limit on the worker"
+        )
     target = connections.resolve(connection_string, connection, settings=settings)
     try:
         try:

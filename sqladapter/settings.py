@@ -79,6 +79,9 @@ class Settings:
     #: Distinct inline server URLs (not named connections, not files) a worker opens pools for
     #: (SQLADAPTER_MAX_INLINE_URLS); each keeps connections open on its server.
     max_inline_urls: int = 16
+    #: Cap on a query's text in bytes (SQLADAPTER_MAX_QUERY_BYTES): parsing is work done before
+    #: any time limit applies, so it is bounded by size instead.
+    max_query_bytes: int = 100_000
 
     default_max_rows = 1000
     default_timeout_ms = 30_000
@@ -118,4 +121,5 @@ class Settings:
             connections_file=Path(connections_file) if connections_file else None,
             max_output_bytes=_int(environ, "SQLADAPTER_MAX_OUTPUT_BYTES", cls.max_output_bytes),
             max_inline_urls=_int(environ, "SQLADAPTER_MAX_INLINE_URLS", cls.max_inline_urls),
+            max_query_bytes=_int(environ, "SQLADAPTER_MAX_QUERY_BYTES", cls.max_query_bytes),
         )

@@ -235,3 +235,79 @@ def test_inline_server_urls_are_capped_so_task_input_cannot_use_up_the_servers_c
     monkeypatch.setenv("SQLADAPTER_CONNECTION_CAPPED", f"{base}?connect_timeout=9")
     assert run_query(connection="capped", query="SELECT 1 AS one", settings=settings)["rowCount"] == 1
     assert run_query(connection_string="limits.db", query="SELECT 1 AS one", settings=settings)["rowCount"] == 1
+
+
+# -- costs bounded before and while a query runs ---------------------------------------------------
+
+
+def test_a_query_text_over_the_byte_cap_is_refused_before_parsing(data_dir):
+    environ = {"SQLADAPTER_DATA_DIR": str(data_dir)}
+    query = "SELECT 1 AS one" + " " * 20_000
+    capped = Settings.from_env({**environ, "SQLADAPTER_MAX_QUERY_BYTES": "10000"})
+    with pytest.raises(SqlAdapterError, match="SQLADAPTER_MAX_QUERY_BYTES") as caught:
+        run_query(connection_string="limits.db", query=query, settings=capped)
+    assert caught.value.type == "bad_input" and not caught.value.retryable
+    assert run_query(connection_string="limits.db", query=query, settings=Settings.from_env(environ))["rows"] == [{"one": 1}]
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("dialect", ["sqlite", "duckdb", "mysql", "postgresql"])
+@pytest.mark.parametrize("shape", ["parentheses", "not"])
+def test_deep_nesting_is_a_terminal_input_error_not_a_crash(dialect, shape, data_dir):
+    url = {"sqlite": str(data_dir / "limits.db"), "duckdb": str(data_dir / "limits.duckdb")}.get(dialect) or _connection(dialect)
+    expression = "(" * 5000 + "1" + ")" * 5000 if shape == "parentheses" else "NOT " * 20_000 + "1"
+    with pytest.raises(SqlAdapterError) as caught:
+        run_query(connection_string=url, query=f"SELECT {expression} AS v")
+    assert not caught.value.retryable, caught.value.message
+    assert caught.value.type != "internal"
+
+
+def test_a_nul_byte_in_a_path_is_a_terminal_connection_error(data_dir):
+    with pytest.raises(SqlAdapterError, match="NUL") as caught:
+        run_query(connection_string="people\x00.db", query="SELECT 1")
+    assert caught.value.type == "connection_config" and not caught.value.retryable
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("server", ["mysql", "postgresql"])
+def test_inline_urls_that_never_connected_do_not_fill_the_cap(server, data_dir):
+    environ = {"SQLADAPTER_DATA_DIR": str(data_dir), "SQLADAPTER_MAX_INLINE_URLS": "2"}
+    settings = Settings.from_env(environ)
+    scheme = "mysql" if server == "mysql" else "postgresql"
+    for n in range(1, 6):  # port 1: refused at once
+        with pytest.raises(SqlAdapterError) as caught:
+            run_query(connection_string=f"{scheme}://root@127.0.0.1:1/x?connect_timeout={n}", query="SELECT 1 AS one", settings=settings)
+        assert caught.value.retryable, caught.value.message
+    base = _connection(server)
+    assert run_query(connection_string=f"{base}?connect_timeout=3", query="SELECT 1 AS one", settings=settings)["rowCount"] == 1
+
+
+BLOB_QUERIES = {
+    "sqlite": "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 300) SELECT i, zeroblob(200000) AS b FROM r",
+    "duckdb": "SELECT i, repeat('x', 200000)::BLOB AS b FROM range(300) t(i)",
+    "mysql": "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 300) "
+    "SELECT i, CAST(REPEAT('x', 200000) AS BINARY) AS b FROM r",
+    "postgresql": "SELECT i, convert_to(repeat('x', 200000), 'UTF8') AS b FROM generate_series(1, 300) AS i",
+}
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("dialect", list(BLOB_QUERIES))
+def test_binary_values_count_toward_the_output_budget_while_rows_are_read(dialect, data_dir, monkeypatch):
+    """300 rows of 200 KB of bytes, max_rows 10,000, a 1 MB budget: the fetch stops within a few rows."""
+    from sqladapter.dialect import Dialect
+
+    url = {"sqlite": "limits.db", "duckdb": "limits.duckdb"}.get(dialect) or _connection(dialect)
+    read = []
+    original = Dialect.fetch_rows
+
+    def counting(self, fetchmany, limit):
+        rows = original(self, fetchmany, limit)
+        read.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(Dialect, "fetch_rows", counting)
+    settings = Settings.from_env({"SQLADAPTER_DATA_DIR": str(data_dir)})
+    out = run_query(connection_string=url, query=BLOB_QUERIES[dialect], max_rows=10_000, timeout_ms=20_000, settings=settings)
+    assert out["truncated"] is True and out["rowCount"] <= 4
+    assert read and max(read) <= 32, f"{dialect} read {read} rows of 200 KB for a 1 MB budget"
