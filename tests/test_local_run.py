@@ -17,7 +17,7 @@ from sqladapter.local_run import NotSupportedLocallyError, resolve, run_workflow
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / "workflows"
-TUTORIAL = Path("/work/shared/reference/tutorial")
+TUTORIAL = WORKFLOWS / "tutorial"
 
 
 def people() -> list[dict[str, str]]:

@@ -19,8 +19,9 @@ from worker_process import WorkerProcess
 from sqladapter import plugins
 from sqladapter.errors import UnknownDialectError
 
-REFERENCE = Path("/work/shared/reference/tutorial")
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+ROOT = Path(__file__).resolve().parent.parent
+TUTORIAL = ROOT / "workflows" / "tutorial"
+FIXTURES = ROOT / "fixtures"
 PASSWORD = "s3cret-Pw-42"
 OUTPUT_BUDGET = 6000
 SLOW_QUERY = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 400000) SELECT count(*) AS n FROM c"
@@ -98,7 +99,7 @@ def test_success_returns_rows_as_json(served):
 def test_tutorial_workflow_task_served_under_its_own_name(served):
     """simple_worker_2.json's task, inputs as written, polled as query_sqlite."""
     server, _, _ = served
-    workflow = json.loads((REFERENCE / "simple_worker_2.json").read_text())
+    workflow = json.loads((TUTORIAL / "simple_worker_2.json").read_text())
     task = workflow["tasks"][0]
     task_id = server.add_task(task["name"], task["inputParameters"])
     body = wait_for_task(server, task_id)

@@ -17,7 +17,7 @@ from sqladapter.local_run import check_workflow, load_workflow, run_workflow, wo
 from sqladapter.seed import seed
 
 ROOT = Path(__file__).resolve().parent.parent
-TUTORIAL = Path("/work/shared/reference/tutorial")
+TUTORIAL = ROOT / "workflows" / "tutorial"
 SERVER_URLS = {
     "mysql": "mysql://root@127.0.0.1:3306/sqla_worker",
     "postgresql": "postgresql://postgres@127.0.0.1:5432/sqla_worker",
@@ -40,6 +40,17 @@ def test_every_workflow_round_trips_through_conductors_workflowdef(path):
     assert type(model).__name__ == "WorkflowDef"
     assert model.name == data["name"]
     assert [t.task_reference_name for t in model.tasks] == [t["taskReferenceName"] for t in data["tasks"]]
+
+
+def test_the_tutorial_workflow_is_kept_as_published():
+    """Users registered simple_worker_2.json as it is: its task name and inputs are what the worker must serve."""
+    data = json.loads((TUTORIAL / "simple_worker_2.json").read_text())
+    assert (data["name"], data["version"]) == ("simple_worker", 2)
+    [task] = data["tasks"]
+    assert (task["name"], task["taskReferenceName"], task["type"]) == ("query_sqlite", "query_sqlite_ref", "SIMPLE")
+    assert task["inputParameters"] == {"connection_string": "fake_people.db", "query": "Select * from people"}
+    assert (TUTORIAL / "simple_worker_2.json").read_bytes().endswith(b"}")  # as published: no newline at the end
+    assert "tutorial" not in {path.parent.name for path in workflow_files()}  # not registered by default
 
 
 def test_a_misspelt_key_is_refused_instead_of_silently_dropped():
