@@ -1,11 +1,16 @@
 """sqladapter: run one parameterized, read-only SQL query as a workflow task, get JSON rows.
 
 `from sqladapter import hookimpl, Dialect` is all a dialect plugin needs.
+
+`run_query`, `Dialect` and `__version__` are looked up on first use. The first two load
+SQLAlchemy and sqlglot, the last importlib.metadata, and every `import sqladapter.<module>` runs
+this file first: importing them here would make `sqladapter --help`, and any module that only
+needs the errors or settings, wait for the whole database stack.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from .dialect import Dialect
 from .errors import (
     ConnectionConfigError,
     DatabaseUnavailableError,
@@ -19,13 +24,41 @@ from .errors import (
     UnknownDialectError,
 )
 from .hookspecs import hookimpl
-from .query import run_query
 from .settings import Settings
 
-try:
-    __version__ = version("sqladapter")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
+if TYPE_CHECKING:
+    from .dialect import Dialect
+    from .query import run_query
+
+# Public names that are imported when first asked for, and the module that defines each.
+_LAZY = {"Dialect": ".dialect", "run_query": ".query"}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        value = _installed_version()
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    else:
+        # AttributeError, not ImportError: `from sqladapter import statements` relies on it to
+        # fall back to importing the submodule.
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later lookups no longer come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, "__version__"})
+
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sqladapter")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0.0.0"
+
 
 __all__ = [
     "ConnectionConfigError",

@@ -1,4 +1,8 @@
-"""The `sqladapter` command: each subcommand a thin shell over the library."""
+"""The `sqladapter` command: each subcommand a thin shell over the library.
+
+Each subcommand imports what it needs when it runs, so `sqladapter --help` and `--version`
+start without loading SQLAlchemy, sqlglot or the SDKs (tests/test_cli.py checks it).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ from typing import Any
 
 import click
 
-from . import __version__
 from .errors import SqlAdapterError
 
 
@@ -23,8 +26,24 @@ def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    # Read from the distribution's metadata only when asked: importing importlib.metadata
+    # costs about as much as the rest of the command's start.
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("sqladapter")
+    except PackageNotFoundError:  # python -m sqladapter from a source tree that is not installed
+        installed = "0.0.0"
+    click.echo(f"sqladapter, version {installed}")
+    ctx.exit()
+
+
 @click.group()
-@click.version_option(__version__, prog_name="sqladapter")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version and exit.")
 def cli() -> None:
     """Run parameterized, read-only SQL as a workflow task, and serve it to workflow engines."""
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib.metadata import version
+from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 import sqladapter
@@ -62,3 +65,42 @@ def test_version():
     result = subprocess.run([sys.executable, "-m", "sqladapter", "--version"], capture_output=True, text=True)
     assert result.returncode == 0
     assert sqladapter.__version__ in result.stdout
+
+
+def test_the_installed_command_prints_the_distributions_version():
+    command = Path(sys.executable).with_name("sqladapter")
+    result = subprocess.run([str(command), "--version"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"sqladapter, version {version('sqladapter')}"
+
+
+# SQLAlchemy and sqlglot take hundreds of milliseconds to import: a user's first `--help` must not wait for them.
+LOADED = "print('sqlalchemy' in sys.modules, 'sqlglot' in sys.modules)"
+RUN_CLI = "import sys\nfrom sqladapter.cli import main\nsys.argv[1:] = {!r}\ntry:\n    main()\nexcept SystemExit:\n    pass\n" + LOADED
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import sqladapter.cli, sys; " + LOADED,
+        "import sys; from sqladapter.errors import SqlAdapterError; " + LOADED,
+        RUN_CLI.format(["--help"]),
+        RUN_CLI.format(["--version"]),
+        RUN_CLI.format(["worker", "--help"]),
+    ],
+    ids=["import cli", "import errors", "--help", "--version", "worker --help"],
+)
+def test_help_and_version_do_not_import_the_database_stack(code):
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "False False", result.stdout
+
+
+def test_the_package_still_exports_what_users_and_plugins_import():
+    from sqladapter import Dialect, SqlAdapterError, hookimpl, run_query
+
+    from sqladapter import dialect, query
+
+    assert run_query is query.run_query and Dialect is dialect.Dialect
+    assert callable(hookimpl) and issubclass(SqlAdapterError, Exception)
+    assert {"run_query", "Dialect", "__version__"} <= set(dir(sqladapter)) and set(sqladapter.__all__) <= set(dir(sqladapter))
