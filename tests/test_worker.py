@@ -256,21 +256,47 @@ def test_register_flag_registers_the_task_definition_and_sigint_stops_cleanly(tm
 
 
 def test_sdk_environment_variables_override_the_options(tmp_path):
-    """CONDUCTOR_WORKER_* settings win over --threads/--domain, as with any conductor-python worker."""
+    """CONDUCTOR_WORKER_* settings win over --threads/--domain/--poll-interval, as with any conductor-python worker."""
     seed_with_cli(tmp_path)
     with ConductorServer("/api") as server:
         red = server.add_task("query_sql", {"connection_string": "fake_people.db", "query": "SELECT 1 AS one"}, domain="red")
         blue = server.add_task("query_sql", {"connection_string": "fake_people.db", "query": "SELECT 2 AS two"}, domain="blue")
-        env = worker_env(server, tmp_path, CONDUCTOR_WORKER_ALL_THREAD_COUNT="3", CONDUCTOR_WORKER_QUERY_SQL_DOMAIN="blue")
+        env = worker_env(server, tmp_path, CONDUCTOR_WORKER_ALL_THREAD_COUNT="3", CONDUCTOR_WORKER_QUERY_SQL_DOMAIN="blue",
+                         CONDUCTOR_WORKER_QUERY_SQL_POLL_INTERVAL="250", CONDUCTOR_LOG_LEVEL="INFO")
         args = ["--threads", "8", "--domain", "red", "--poll-interval", "20", "--worker-id", "worker-7"]
         with WorkerProcess(args, env, tmp_path / "w.log") as worker:
             line = worker.wait_started()
             assert wait_for_task(server, blue)["outputData"]["rows"] == [{"two": 2}]
             assert worker.stop() == 0
         assert "query_sql (3 threads, domain blue)" in line
+        # The SDK's own line for the settings its task runner applied.
+        assert "Conductor Worker[name=query_sql," in worker.log() and "poll_interval=250.0ms" in worker.log(), worker.log()
         assert {p.domain for p in server.polls} == {"blue"} and max(p.count for p in server.polls) == 3
         assert server.updates_for(red) == []
         assert {p.worker_id for p in server.polls} == {"worker-7"} and server.updates_for(blue)[0].body["workerId"] == "worker-7"
+
+
+@pytest.mark.parametrize(
+    "variable, setting, value, expected",
+    [
+        ("CONDUCTOR_WORKER_QUERY_SQL_POLL_INTERVAL", "poll_interval", "250", 250.0),
+        ("CONDUCTOR_WORKER_ALL_POLL_INTERVAL", "poll_interval", "250", 250.0),
+        ("CONDUCTOR_WORKER_QUERY_SQL_THREAD_COUNT", "thread_count", "3", 3),
+        ("CONDUCTOR_WORKER_ALL_THREAD_COUNT", "thread_count", "3", 3),
+        ("CONDUCTOR_WORKER_QUERY_SQL_DOMAIN", "domain", "blue", "blue"),
+        ("CONDUCTOR_WORKER_ALL_DOMAIN", "domain", "blue", "blue"),
+        ("CONDUCTOR_WORKER_QUERY_SQL_WORKER_ID", "worker_id", "worker-9", "worker-9"),
+        ("CONDUCTOR_WORKER_ALL_WORKER_ID", "worker_id", "worker-9", "worker-9"),
+    ],
+)
+def test_the_readmes_sdk_variables_are_the_spellings_the_sdk_reads(monkeypatch, variable, setting, value, expected):
+    """The README names these variables; the SDK resolves its task runners' settings with the same function."""
+    from sqladapter.engines import conductor
+
+    worker = conductor.make_worker(threads=8, domain="red", poll_interval_ms=20, worker_id="worker-7")
+    assert conductor.effective_settings(worker)[setting] != expected
+    monkeypatch.setenv(variable, value)
+    assert conductor.effective_settings(worker)[setting] == expected
 
 
 def test_a_task_still_running_after_the_grace_period_is_abandoned_and_the_worker_exits(tmp_path):
