@@ -117,7 +117,67 @@ def named_connection(name: str, settings: Settings) -> str:
         if settings.connections_file is not None:
             where += f" or add {name!r} under [connections] in {settings.connections_file}"
         raise ConnectionConfigError(f"no connection named {name!r}: {where}")
+    check_unambiguous(name, value)
     return value
+
+
+_HOST = re.compile(r"^[A-Za-z0-9.\-_%]*$")
+
+
+def check_unambiguous(name: str, text: str) -> None:
+    """Refuse a configured URL whose user name or password would be read as part of the host.
+
+    An unencoded `@`, `:` or `/` in a password moves the split between credentials and host,
+    and the driver then names the "host" (a piece of the password) in its errors.
+    """
+    if not _SCHEME.match(text):
+        return
+    try:
+        url = make_url(text)
+    except (ArgumentError, ValueError):
+        url = None
+    authority = text.split("://", 1)[1].split("?", 1)[0]
+    credentials = authority.rsplit("@", 1)[0] if "@" in authority else ""
+    host = "" if url is None or url.host is None else url.host
+    ipv6 = ":" in host and all(c in "0123456789abcdefABCDEF:." for c in host)
+    host_ok = url is not None and (ipv6 or _HOST.match(host) is not None)
+    if not host_ok or not credentials.isascii() or any(c.isspace() for c in credentials):
+        raise ConnectionConfigError(
+            f"the URL of connection {name!r} cannot be read unambiguously: its user name or password holds a "
+            "character that must be percent-encoded (such as @, :, /, a space or a non-ASCII letter); write it "
+            "encoded, e.g. with python -c \"import urllib.parse; print(urllib.parse.quote(input(), safe=''))\""
+        )
+
+
+def check_named_connections(settings: Settings) -> list[str]:
+    """Every named connection the worker has, each checked; the names. Run at worker start."""
+    names = [
+        key[len("SQLADAPTER_CONNECTION_") :].lower().replace("_", "-")
+        for key in os.environ
+        if key.startswith("SQLADAPTER_CONNECTION_") and not key.endswith("_WRITABLE")
+    ]
+    if settings.connections_file is not None:
+        names += list(_connections_file(str(settings.connections_file)))
+    for name in names:
+        text = os.environ.get("SQLADAPTER_CONNECTION_" + name.upper().replace("-", "_"))
+        if text is None and settings.connections_file is not None:
+            text = _connections_file(str(settings.connections_file)).get(name)
+        if text:
+            check_unambiguous(name, text)
+    return names
+
+
+def _credential_fragments(text: str) -> tuple[str, ...]:
+    """The configured credentials as written, and their pieces: none of them may appear in a message."""
+    if not _SCHEME.match(text):
+        return ()
+    authority = text.split("://", 1)[1].split("?", 1)[0]
+    if "@" not in authority:
+        return ()
+    credentials = authority.rsplit("@", 1)[0]
+    _, _, password = credentials.partition(":")
+    pieces = {password, *re.split(r"[@:/]", password)}
+    return tuple(sorted((p for p in pieces if len(p) >= 3), key=len, reverse=True))
 
 
 def _connections_file(path: str) -> dict[str, str]:
@@ -174,11 +234,9 @@ def _resolve(
     else:
         dialect = registry.for_extension(text)
         url = dialect.url_for_path(str(_place(text, data_dir, confine=inline)))
-    secrets = (url.password,) if url.password else ()
+    secrets = ((str(url.password),) if url.password else ()) + _credential_fragments(text)
     inline_server = inline and not dialect.extensions
-    return Target(
-        dialect, url, _engine(dialect, url, read_only, max_inline_urls if inline_server else None), tuple(str(s) for s in secrets)
-    )
+    return Target(dialect, url, _engine(dialect, url, read_only, max_inline_urls if inline_server else None), secrets)
 
 
 def _refuse_inline_options(dialect: Dialect, url: URL) -> None:
@@ -235,7 +293,13 @@ def _engine(dialect: Dialect, url: URL, read_only: bool, max_inline: int | None 
                         "database URLs; configure this database as a named connection "
                         "(SQLADAPTER_CONNECTION_<NAME>) or raise SQLADAPTER_MAX_INLINE_URLS"
                     )
-                engine = _engines[key] = dialect.create_engine(url, read_only=read_only)
+                try:
+                    engine = _engines[key] = dialect.create_engine(url, read_only=read_only)
+                except (TypeError, ValueError) as exc:
+                    # SQLAlchemy reads some options itself (connect_timeout=abc): not retryable.
+                    raise ConnectionConfigError(
+                        f"{dialect.name}: an option of the connection's URL is not accepted ({exc}); fix the URL"
+                    ) from None
                 if max_inline is not None:
                     # Counted once a connection worked (see allowed_functions): URLs of servers that
                     # never answer hold no connection, so they must not use up the cap.

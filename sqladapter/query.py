@@ -25,6 +25,7 @@ import orjson
 from . import connections, jsontypes, statements
 from .dialect import output_budget
 from .errors import (
+    ConnectionConfigError,
     DatabaseUnavailableError,
     InputError,
     PermissionDeniedError,
@@ -160,7 +161,7 @@ def run_query(task_input: Mapping[str, Any] | None = None, /, *, settings: Setti
         try:
             allowed = connections.allowed_functions(target)
         except Exception as exc:
-            raise _classify(target, exc) from None
+            raise _classify(target, exc, connecting=True) from None
         statement = statements.prepare(query, target.dialect, allowed)
         params = statement.bind(parameters)
         limit = max_rows if fetch == "rows" else 1
@@ -239,7 +240,7 @@ def _execute(target: connections.Target, sql: str, params: Any, limit: int, time
         try:
             connection, kept = connections.checkout(target)
         except Exception as exc:
-            raise _classify(target, exc) from None
+            raise _classify(target, exc, connecting=True) from None
         try:
             with dialect.time_limit(connection, timeout_ms):
                 description, rows = dialect.fetch(connection, sql, params, limit)
@@ -274,10 +275,18 @@ def _is_disconnect(engine: Any, exc: Exception, connection: Any) -> bool:
         return False
 
 
-def _classify(target: connections.Target, exc: BaseException) -> SqlAdapterError:
+def _classify(target: connections.Target, exc: BaseException, *, connecting: bool = False) -> SqlAdapterError:
     """One exception type for whatever the driver raised, with the secrets taken out."""
     if isinstance(exc, SqlAdapterError):
         error = exc
+    elif connecting and isinstance(exc, (TypeError, ValueError, LookupError, OSError)) and target.dialect.classify(exc) is None:
+        # Raised by the driver's connect() before any server answered: an option it does not
+        # know, a value it cannot read, a certificate file that is not there. The same
+        # connection string can never work, so it is not worth retrying.
+        error = ConnectionConfigError(
+            f"{target.dialect.name}: the driver refused the connection's options ({type(exc).__name__}: "
+            f"{str(exc).strip() or 'no detail'}); fix the connection's URL"
+        )
     else:
         error = target.dialect.classify(exc) or _default_classification(exc)
     error.message = redact(error.message, target.secrets)

@@ -155,6 +155,19 @@ _LOCK_STATES = frozenset({"55P03"})
 _READ_ONLY_STATES = frozenset({"25006"})
 _ACCESS_STATES = frozenset({"42501"})
 _UNKNOWN_DATABASE = "3D000"
+# Connection failures that the same connection string can never get past: TLS or GSSAPI the
+# server cannot give, a setting it does not know, an option libpq does not know.
+_CONFIG_PHRASES = (
+    "server does not support ssl",
+    "ssl was required",
+    "unrecognized configuration parameter",
+    "invalid value for parameter",
+    "invalid connection option",
+    "gssapi encryption required",
+    "sslmode value",
+    "certificate",
+    "root certificate file",
+)
 # Connection failures carry no SQLSTATE in psycopg; these are the server's words for a refusal.
 _AUTH_PHRASES = ("password authentication failed", "no pg_hba.conf entry", "does not exist", "authentication failed")
 
@@ -497,6 +510,8 @@ class PostgreSQL(Dialect):
             return LockTimeoutError(text, code=state)
         if state.startswith("08") or state in _UNAVAILABLE_STATES:
             return DatabaseUnavailableError(text, code=state)
+        if not state and any(phrase in lowered for phrase in _CONFIG_PHRASES):
+            return ConnectionConfigError(f"{text}; fix the option in the connection's URL", code=state or None)
         if not state and isinstance(exc, psycopg.OperationalError):
             if lowered.startswith("connection is bad: invalid"):
                 # libpq refused an option of the connection string before connecting: retrying
