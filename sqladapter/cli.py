@@ -186,6 +186,7 @@ def worker(engine, task_names, threads, domain, poll_interval, register, owner_e
     """
     names = _task_names(task_names)
     announce = lambda line: click.echo(line, err=True)  # noqa: E731
+    _check_named_connections()
     if engine == "rochallor":
         if not url:
             raise click.UsageError("--engine rochallor needs --url, the Rochallor engine's base URL")
@@ -209,6 +210,18 @@ def worker(engine, task_names, threads, domain, poll_interval, register, owner_e
         for name in names
     ]
     sys.exit(conductor.serve(workers, grace_seconds=grace_period, announce=announce))
+
+
+def _check_named_connections() -> None:
+    # A named connection whose URL cannot be read unambiguously would fail every task that
+    # uses it: refuse to start instead, saying which one and how to fix it.
+    from .connections import check_named_connections
+    from .settings import Settings
+
+    try:
+        check_named_connections(Settings.from_env())
+    except SqlAdapterError as exc:
+        _fail(exc)
 
 
 @cli.command()

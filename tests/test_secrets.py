@@ -287,3 +287,18 @@ def test_pieces_of_a_configured_password_are_redacted_from_driver_errors(tmp_pat
     leaked = f"could not translate host name \"{tail}@127.0.0.1\"; user {USER}:{head}"
     cleaned = redact(leaked, target.secrets)
     assert head not in cleaned and tail not in cleaned
+
+
+def test_the_worker_refuses_to_start_with_an_ambiguous_named_connection(tmp_path):
+    password = "Xq9" + secrets.token_hex(4) + "@" + "tail" + secrets.token_hex(4)
+    env = {
+        **os.environ,
+        "SQLADAPTER_DATA_DIR": str(tmp_path),
+        "SQLADAPTER_CONNECTION_BROKEN": f"postgresql://{USER}:{password}@127.0.0.1:5432/{DATABASE}",
+        "CONDUCTOR_SERVER_URL": "http://127.0.0.1:9/api",
+    }
+    result = subprocess.run([sys.executable, "-m", "sqladapter", "worker"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "'broken'" in result.stderr and "percent-encoded" in result.stderr
+    for piece in password.split("@"):
+        assert piece not in result.stderr + result.stdout
