@@ -336,6 +336,20 @@ def allowed_functions(target: Target) -> frozenset[str]:
     return allowed
 
 
+def open_connections() -> dict[str, int]:
+    """Connections this process holds open to each dialect's databases (checked out or idle)."""
+    counts: dict[str, int] = {}
+    with _engines_lock:
+        engines = list(_engines.items())
+    for (dialect, _url, _mode), engine in engines:
+        pool = engine.pool
+        checkedout = getattr(pool, "checkedout", None)
+        idle = getattr(pool, "checkedin", None)
+        held = (checkedout() if callable(checkedout) else 0) + (idle() if callable(idle) else 0)
+        counts[dialect] = counts.get(dialect, 0) + held
+    return counts
+
+
 def dispose_engines() -> None:
     """Close every pooled connection and forget resolved connections (tests, plugin reloads)."""
     _release_kept(lambda thread: True, everywhere=True)
