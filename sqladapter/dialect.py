@@ -145,6 +145,16 @@ class Dialect:
         raise an error that `classify` reports as `QueryTimeoutError`."""
         yield
 
+    def cancel(self, engine: Engine, dbapi_connection: Any, *, end_session: bool) -> None:
+        """Stop the statement running on `dbapi_connection`, called from another thread.
+
+        Called when a query is still running a grace period past its time limit (the database's
+        own limit did not stop it), and with `end_session` one grace period later if it still
+        runs. Cancel the statement the way the database allows from outside (a cancel request,
+        KILL QUERY from a control connection made with `engine`), and with `end_session` end the
+        session itself, so that the blocked driver call returns. The default does nothing.
+        """
+
     def fetch(
         self, connection: PoolProxiedConnection, sql: str, params: Any, limit: int
     ) -> tuple[Sequence[ColumnDescription], list[Sequence[Any]]]:

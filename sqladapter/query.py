@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 import orjson
 
-from . import connections, jsontypes, statements
+from . import connections, deadlines, jsontypes, statements
 from .dialect import output_budget
 from .errors import (
     ConnectionConfigError,
@@ -30,6 +30,7 @@ from .errors import (
     InputError,
     PermissionDeniedError,
     QueryError,
+    QueryTimeoutError,
     SqlAdapterError,
     redact,
 )
@@ -241,10 +242,18 @@ def _execute(target: connections.Target, sql: str, params: Any, limit: int, time
             connection, kept = connections.checkout(target)
         except Exception as exc:
             raise _classify(target, exc, connecting=True) from None
+        raw = connection.dbapi_connection
+        token, overrun = deadlines.watchdog.watch(
+            time.monotonic() + timeout_ms / 1000 + deadlines.GRACE_SECONDS,
+            lambda stage: dialect.cancel(engine, raw, end_session=stage >= 2),
+        )
         try:
             with dialect.time_limit(connection, timeout_ms):
                 description, rows = dialect.fetch(connection, sql, params, limit)
         except Exception as exc:
+            deadlines.watchdog.release(token)
+            if overrun.stage:
+                raise _overran(target, connection, kept, timeout_ms, overrun) from None
             disconnected = _is_disconnect(engine, exc, connection)
             reused = connection.info.get("sqladapter.used", False)
             if disconnected:
@@ -254,6 +263,9 @@ def _execute(target: connections.Target, sql: str, params: Any, limit: int, time
                 log.info("%s: pooled connection was lost; retrying once on a new one", dialect.name)
                 continue
             raise _classify(target, exc) from None
+        deadlines.watchdog.release(token)
+        if overrun.stage:  # an answer that came back after the cancel is not the query's answer
+            raise _overran(target, connection, kept, timeout_ms, overrun)
         if connection.dbapi_connection is not None:  # not invalidated by the dialect
             info = connection.info
             if "sqladapter.used" not in info:
@@ -263,6 +275,19 @@ def _execute(target: connections.Target, sql: str, params: Any, limit: int, time
         connections.checkin(target, connection, kept)
         return description, rows if type(rows) is list else list(rows)
     raise AssertionError("unreachable")
+
+
+def _overran(target: connections.Target, connection: Any, kept: bool, timeout_ms: int, overrun: Any) -> QueryTimeoutError:
+    # The database did not stop the query at its own limit; the watchdog ended it from outside.
+    # The connection's state is unknown after that, so it is not used again.
+    if connection.dbapi_connection is not None:
+        connection.invalidate()
+    connections.checkin(target, connection, kept, failed=True)
+    how = "cancelled the statement" if overrun.stage < 2 else "ended the session"
+    return QueryTimeoutError(
+        f"{target.dialect.name}: the query ran past its {timeout_ms} ms time limit and the database did not stop it; "
+        f"the worker {how}. Make the query cheaper (a narrower WHERE, fewer rows or smaller values) or raise timeout_ms"
+    )
 
 
 def _is_disconnect(engine: Any, exc: Exception, connection: Any) -> bool:

@@ -88,6 +88,24 @@ _TABLE_FUNCTIONS = frozenset(
     }
 )
 _FUNCTIONS = _builtin_functions()
+# The largest string or blob a query may make or read, and the longest LIKE/GLOB pattern. A
+# value past the output budget (1 MB by default) could not be returned anyway.
+_MAX_VALUE_BYTES = 2_000_000
+_MAX_PATTERN_BYTES = 500
+
+
+def _instr(haystack: Any, needle: Any) -> int | None:
+    """SQLite's instr(X, Y), in linear time: the built-in one compares at every position, which
+    over two megabyte-long values runs for seconds inside a single call."""
+    if haystack is None or needle is None:
+        return None
+    if isinstance(haystack, bytes) or isinstance(needle, bytes):
+        # Blobs compare as bytes, a text operand as its UTF-8 (SQLite's own rule).
+        as_bytes = [v if isinstance(v, bytes) else str(v).encode() for v in (haystack, needle)]
+        return as_bytes[0].find(as_bytes[1]) + 1
+    return str(haystack).find(str(needle)) + 1
+
+
 # How many SQLite virtual machine steps run between two checks of the deadline.
 _PROGRESS_STEPS = 1000
 # How long a read waits on a writer's lock before failing with a retryable lock error.
@@ -181,6 +199,12 @@ class SQLite(Dialect):
                 )
                 conn.set_authorizer(_authorizer)
                 conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+                # Work inside one function call never reaches the progress handler, so the size of
+                # what one call may work on is bounded instead: a value, and a LIKE/GLOB pattern
+                # (matching is quadratic in the pattern's length).
+                conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _MAX_VALUE_BYTES)
+                conn.setlimit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, _MAX_PATTERN_BYTES)
+                conn.create_function("instr", 2, _instr, deterministic=True)
             else:
                 conn = sqlite3.connect(path, check_same_thread=False)
             return conn
@@ -209,6 +233,10 @@ class SQLite(Dialect):
 
     def column_type(self, column, sample):
         return _STORAGE_CLASSES.get(type(sample)) or super().column_type(column, sample)
+
+    def cancel(self, engine, dbapi_connection, *, end_session):
+        # Thread-safe in sqlite3; it takes effect at the next virtual machine step.
+        dbapi_connection.interrupt()
 
     def classify(self, exc):
         if not isinstance(exc, sqlite3.Error):
