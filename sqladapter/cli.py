@@ -175,8 +175,16 @@ def _task_names(extra: tuple[str, ...]) -> list[str]:
               help="Rochallor: jobs run at once.")
 @click.option("--result-variable", default="sqlResult", show_default=True,
               help="Rochallor: the instance variable the output is stored under.")
+@click.option("--metrics-port", type=click.IntRange(min=0, max=65535), envvar="SQLADAPTER_METRICS_PORT",
+              show_envvar=True, metavar="PORT",
+              help="Conductor: serve Prometheus /metrics, /health and /ready on this port (0: any free port).")
+@click.option("--metrics-host", default="0.0.0.0", show_default=True, envvar="SQLADAPTER_METRICS_HOST",
+              show_envvar=True, help="Conductor: the address the metrics port listens on.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              envvar="SQLADAPTER_LOG_FORMAT", show_envvar=True,
+              help="Conductor: json writes one JSON object per log line, and one line per task.")
 def worker(engine, task_names, threads, domain, poll_interval, register, owner_email, grace_period, url, worker_id,
-           parallelism, result_variable) -> None:
+           parallelism, result_variable, metrics_port, metrics_host, log_format) -> None:
     """Serve query_sql tasks to a workflow engine until SIGTERM or Ctrl-C.
 
     Conductor (Conductor OSS, Orkes, Oracle MicroTx Workflows): the server and its auth come
@@ -188,6 +196,11 @@ def worker(engine, task_names, threads, domain, poll_interval, register, owner_e
     announce = lambda line: click.echo(line, err=True)  # noqa: E731
     _check_named_connections()
     if engine == "rochallor":
+        if metrics_port is not None or log_format != "text":
+            raise click.UsageError(
+                "--metrics-port and --log-format json (SQLADAPTER_METRICS_PORT, SQLADAPTER_LOG_FORMAT) "
+                "are for --engine conductor; unset them for Rochallor"
+            )
         if not url:
             raise click.UsageError("--engine rochallor needs --url, the Rochallor engine's base URL")
         try:
@@ -204,12 +217,24 @@ def worker(engine, task_names, threads, domain, poll_interval, register, owner_e
         )
     from .engines import conductor
 
+    if log_format == "json":
+        from conductor.client.configuration.configuration import Configuration
+
+        from . import logs
+
+        logs.configure("json", Configuration().log_level)
+        announce = logs.announcer()
     workers = [
         conductor.make_worker(name, threads=threads, domain=domain, poll_interval_ms=poll_interval,
                               worker_id=worker_id, register=register, owner_email=owner_email)
         for name in names
     ]
-    sys.exit(conductor.serve(workers, grace_seconds=grace_period, announce=announce))
+    try:
+        status = conductor.serve(workers, grace_seconds=grace_period, announce=announce, metrics_port=metrics_port,
+                                 metrics_host=metrics_host, log_format=log_format)
+    except OSError as exc:  # the metrics port cannot be opened
+        raise click.ClickException(f"{exc}; choose another --metrics-port (SQLADAPTER_METRICS_PORT)") from None
+    sys.exit(status)
 
 
 def _check_named_connections() -> None:

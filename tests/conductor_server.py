@@ -8,7 +8,8 @@ Conductor OSS and Orkes, or `/workflow-server/api` like Oracle MicroTx Workflows
     GET  {base}/tasks/poll/batch/{type}      hands out queued tasks (long-polls `timeout` ms)
     POST {base}/tasks/update-v2              records the result, answers the next task or 204;
                                              404 when built with update_v2=False
-    POST {base}/tasks                        records the result (the SDK's fallback)
+    POST {base}/tasks                        records the result (the SDK's fallback); with
+                                             extendLease: true, a lease extension instead
     PUT/POST {base}/metadata/taskdefs        task definitions (one, or a list)
     GET  {base}/metadata/taskdefs/{name}
     POST/PUT {base}/metadata/workflow        workflow definitions (one, or a list)
@@ -20,12 +21,18 @@ Use:
         ... start a worker with CONDUCTOR_SERVER_URL=server.url ...
         server.wait_for_updates(len(ids), timeout=30)
         server.final_updates()  # {taskId: last update body}
+
+With `enforce_response_timeout=True` the server does what Conductor does with a task's
+`responseTimeoutSeconds`: a task handed out and then neither updated nor given a lease
+extension within that many seconds is timed out (`timed_out`), and a retry with a new taskId
+and the same input is queued (`retries[old] == new`).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import threading
 import time
 import uuid
 from collections import deque
@@ -76,6 +83,7 @@ class ConductorServer(RecordingServer):
         chain: bool = True,
         auth: tuple[str, str] | None = None,
         response_timeout_seconds: int = 300,
+        enforce_response_timeout: bool = False,
     ):
         #: Base path the API lives under; the worker's CONDUCTOR_SERVER_URL is `url`.
         super().__init__(host, port)
@@ -100,6 +108,26 @@ class ConductorServer(RecordingServer):
         self.task_defs: dict[str, dict[str, Any]] = {}
         self.workflow_defs: dict[tuple[str, int], dict[str, Any]] = {}
         self.token_requests: list[dict[str, Any]] = []
+        #: True: time out tasks not updated within their responseTimeoutSeconds, and queue a retry.
+        self.enforce_response_timeout = enforce_response_timeout
+        #: Lease extensions received (POST /tasks with extendLease: true); they are not results.
+        self.lease_extensions: list[Update] = []
+        self.timed_out: list[str] = []
+        self.retries: dict[str, str] = {}
+        # taskId -> monotonic time by which the worker must update it or extend its lease.
+        self._deadlines: dict[str, float] = {}
+        self._sweeper_stop = threading.Event()
+
+    def start(self) -> ConductorServer:
+        super().start()
+        if self.enforce_response_timeout:
+            self._sweeper_stop.clear()
+            threading.Thread(target=self._sweep, name="response-timeout", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._sweeper_stop.set()
+        super().stop()
 
     @property
     def url(self) -> str:
@@ -166,6 +194,7 @@ class ConductorServer(RecordingServer):
             task["pollCount"] += 1
             task["workerId"] = worker_id
             self.handed_out.append(task["taskId"])
+            self._deadlines[task["taskId"]] = time.monotonic() + float(task["responseTimeoutSeconds"])
             taken.append(dict(task))
         return taken
 
@@ -189,13 +218,52 @@ class ConductorServer(RecordingServer):
             self.updates.append(Update(endpoint, body))
             task = self._tasks.get(body.get("taskId", ""))
             if task is not None:
+                if self.enforce_response_timeout and task["status"] == "TIMED_OUT":
+                    # Conductor keeps a timed-out task's status; the late result is only recorded.
+                    self._lock.notify_all()
+                    return None
                 task["status"] = body.get("status")
+                if body.get("status") == "IN_PROGRESS":
+                    self._deadlines[task["taskId"]] = time.monotonic() + float(task["responseTimeoutSeconds"])
+                else:
+                    self._deadlines.pop(task["taskId"], None)
             next_task = None
             if endpoint == "update-v2" and self.chain and task is not None:
                 taken = self._take(task["taskType"], 1, body.get("workerId"), task.get("domain"))
                 next_task = taken[0] if taken else None
             self._lock.notify_all()
             return next_task
+
+    def _extend_lease(self, body: dict[str, Any]) -> None:
+        with self._lock:
+            self.lease_extensions.append(Update("v1", body))
+            task = self._tasks.get(body.get("taskId", ""))
+            if task is not None and task["taskId"] in self._deadlines:
+                self._deadlines[task["taskId"]] = time.monotonic() + float(task["responseTimeoutSeconds"])
+            self._lock.notify_all()
+
+    def _sweep(self) -> None:
+        while not self._sweeper_stop.wait(0.1):
+            now = time.monotonic()
+            with self._lock:
+                late = [task_id for task_id, deadline in self._deadlines.items() if deadline < now]
+                for task_id in late:
+                    del self._deadlines[task_id]
+                    self._tasks[task_id]["status"] = "TIMED_OUT"
+                    self.timed_out.append(task_id)
+            for task_id in late:
+                task = self._tasks[task_id]
+                (retry,) = self.add_tasks(
+                    task["taskType"],
+                    [task["inputData"]],
+                    task_ids=[f"{task_id}-retry{task['retryCount'] + 1}"],
+                    domain=task.get("domain"),
+                    retryCount=task["retryCount"] + 1,
+                    retriedTaskId=task_id,
+                )
+                with self._lock:
+                    self.retries[task_id] = retry
+                    self._lock.notify_all()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -248,6 +316,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(404, {"message": "no such endpoint"})
             next_task = fake._record_update("update-v2", body)
             return self._send(200, next_task) if next_task else self._send(204, None)
+        if method == "POST" and path == "/tasks" and isinstance(body, dict) and body.get("extendLease"):
+            fake._extend_lease(body)
+            return self._send(200, body.get("taskId", ""), text=True)
         if method == "POST" and path == "/tasks":
             fake._record_update("v1", body)
             return self._send(200, body.get("taskId", ""), text=True)

@@ -11,6 +11,11 @@ after the task in hand, reports every task it holds, and exits; only a process s
 after the grace period is killed. That stop sets three attributes of the SDK's TaskRunner
 (`_use_update_v2`, `_running_tasks`, `_shutdown`), which is one reason pyproject pins
 conductor-python to 2.0.x; tests/test_worker.py fails if they change meaning.
+
+Operating: the workers extend their tasks' leases through the SDK (a query may run past the
+task definition's responseTimeoutSeconds without being handed to another worker), and
+`serve` can add Prometheus metrics with /health and /ready (sqladapter.metrics), JSON logs
+(sqladapter.logs) and OpenTelemetry spans (sqladapter.tracing) in every worker process.
 """
 
 import logging
@@ -33,6 +38,7 @@ from conductor.client.http.models.task_result_status import TaskResultStatus
 from conductor.client.worker.worker import Worker
 from conductor.client.worker.worker_config import resolve_worker_config
 
+from .. import logs, metrics, tracing
 from ..errors import SqlAdapterError, redact
 from ..query import INPUT_FIELDS, run_query
 from ..settings import Settings
@@ -54,17 +60,86 @@ def task_input(input_data: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     return {key: value for key, value in (input_data or {}).items() if not key.startswith("_")}
 
 
+# In a worker process with metrics, JSON logs or tracing on (see _setup_process); the task
+# path without them stays as short as it was.
+_observing = False
+_metrics: Optional[metrics.WorkerMetrics] = None
+
+_OUTCOMES = {
+    TaskResultStatus.COMPLETED: "completed",
+    TaskResultStatus.FAILED: "failed",
+    TaskResultStatus.FAILED_WITH_TERMINAL_ERROR: "failed_terminal",
+}
+
+
 def execute_query_task(task: Task) -> TaskResult:
     """Run a `query_sql` task: COMPLETED with the query output, else FAILED or FAILED_WITH_TERMINAL_ERROR."""
+    if _observing:
+        return _observed(task)
+    return _execute(task, task_input(task.input_data))
+
+
+def _observed(task: Task) -> TaskResult:
+    """execute_query_task, counted in the metrics, logged as one JSON line, traced as one span."""
+    name = task.task_def_name or task.task_type or "unknown"
+    query_input = task_input(task.input_data)
+    span = op = None
+    if tracing.enabled():
+        span, op = tracing.start(name, task.task_id, task.workflow_instance_id, query_input)
+    if _metrics is not None:
+        _metrics.task_started(name)
+    started = time.perf_counter()
+    try:
+        if span is not None:
+            with tracing.current(span):
+                result = _execute(task, query_input)
+        else:
+            result = _execute(task, query_input)
+    finally:
+        elapsed = time.perf_counter() - started
+    try:
+        _record(task, name, query_input, result, elapsed, span, op)
+    except Exception as exc:
+        # The result stands whatever happens to its record.
+        log.warning("task %s: recording its metrics, log line or span failed: %s", task.task_id, type(exc).__name__)
+    return result
+
+
+def _record(task: Task, name: str, query_input: Dict[str, Any], result: TaskResult, elapsed: float,
+            span: Any, op: Optional[str]) -> None:
+    output = result.output_data if isinstance(result.output_data, dict) else {}
+    outcome = _OUTCOMES.get(result.status, "failed")
+    error = output.get("error") if outcome != "completed" else None
+    error_type = (error.get("type") if isinstance(error, dict) else None) or (None if outcome == "completed" else "unknown")
+    if outcome == "completed":
+        dialect = output.get("dialect") or metrics.UNKNOWN_DIALECT
+        rows, truncated = output.get("rowCount"), bool(output.get("truncated"))
+    else:
+        dialect, rows, truncated = metrics.dialect_of(query_input), None, None
+    if _metrics is not None:
+        _metrics.task_finished(name, dialect, outcome, elapsed, output if outcome == "completed" else None, error_type)
+    if span is not None:
+        tracing.finish(span, op, dialect=dialect, outcome=outcome, error_type=error_type, rows=rows, truncated=truncated)
+    if logs.json_enabled():
+        logs.task(task_id=task.task_id, workflow_id=task.workflow_instance_id, task_name=name, dialect=dialect,
+                  status=str(result.status), elapsed_ms=elapsed * 1000, error_type=error_type, rows=rows,
+                  truncated=truncated)
+
+
+def _execute(task: Task, query_input: Dict[str, Any]) -> TaskResult:
     result = TaskResult(task_id=task.task_id, workflow_instance_id=task.workflow_instance_id, worker_id=task.worker_id)
     try:
-        output = run_query(task_input(task.input_data))
+        output = run_query(query_input)
     except SqlAdapterError as exc:
         return failed_result(result, exc)
     except Exception:
         # A bug, not a database answer: the traceback goes to the worker log only, since it
         # may quote values from the connection or the rows; URL passwords are taken out.
-        log.error("task %s (%s): unexpected error\n%s", task.task_id, task.task_def_name, redact(traceback.format_exc()))
+        if logs.json_enabled():
+            # Type and frames only: the exception's message may quote values.
+            log.error("task %s (%s): unexpected error", task.task_id, task.task_def_name, exc_info=True)
+        else:
+            log.error("task %s (%s): unexpected error\n%s", task.task_id, task.task_def_name, redact(traceback.format_exc()))
         message = f"unexpected error in the sqladapter worker (task {task.task_id}); the worker's log has the details"
         result.status = TaskResultStatus.FAILED
         result.reason_for_incompletion = message
@@ -161,8 +236,29 @@ def _unpickled_by_spawn() -> bool:
     return False
 
 
+def _setup_process(worker: "QueryWorker") -> None:
+    """Turn on, in this worker process, what `serve` asked for: metrics, JSON logs; and tracing."""
+    global _observing, _metrics
+    options = worker.observability
+    if options.get("log_format") == "json":
+        logs.configure("json", Configuration().log_level)
+    if options.get("metrics"):
+        _metrics = metrics.worker_metrics()
+        _metrics.process_started(worker.task_definition_name, int(effective_settings(worker)["thread_count"]))
+    if tracing.requested():
+        reason = tracing.missing()
+        if reason is None:
+            tracing.enable()
+        else:
+            log.warning("sqladapter worker: OTEL_EXPORTER_OTLP_ENDPOINT is set but no spans are exported: %s", reason)
+    _observing = _metrics is not None or logs.json_enabled() or tracing.enabled()
+
+
 class QueryWorker(Worker):
     """The SDK's Worker for one task name, plus a stop that drains instead of killing."""
+
+    #: What `serve` turns on in the worker process: {"metrics": bool, "log_format": "text" | "json"}.
+    observability: Dict[str, Any] = {}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -170,9 +266,13 @@ class QueryWorker(Worker):
         # thread before its TaskRunner starts: the one place to install that process's handler.
         if threading.current_thread() is threading.main_thread() and _unpickled_by_spawn():
             signal.signal(signal.SIGTERM, _on_sigterm)
+            _setup_process(self)
 
     @property
     def paused(self) -> bool:
+        if _metrics is not None:
+            # The runner's loop reads this right before each poll: its heartbeat for /health.
+            _metrics.loop_ran(self.task_definition_name)
         if not _stopping.is_set():
             return self._paused
         if threading.current_thread() is threading.main_thread():
@@ -216,6 +316,11 @@ def make_worker(
         thread_count=threads,
         register_task_def=register,
         task_def_template=task_definition(name, owner_email) if register else None,
+        # The SDK heartbeats each running task (an IN_PROGRESS update with extendLease at 80%
+        # of the task's responseTimeoutSeconds), so a query that runs longer than that is not
+        # timed out and handed to another worker while this one still runs it.
+        # CONDUCTOR_WORKER_<NAME>_LEASE_EXTEND_ENABLED=false turns it off.
+        lease_extend_enabled=True,
     )
 
 
@@ -228,6 +333,7 @@ def effective_settings(worker: Worker) -> Dict[str, Any]:
         worker_id=worker.worker_id,
         thread_count=worker.thread_count,
         register_task_def=worker.register_task_def,
+        lease_extend_enabled=worker.lease_extend_enabled,
     )
 
 
@@ -251,17 +357,53 @@ def serve(
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
     announce: Callable[[str], None] = print,
     configuration: Optional[Configuration] = None,
+    metrics_port: Optional[int] = None,
+    metrics_host: str = "0.0.0.0",
+    log_format: str = "text",
 ) -> int:
-    """Run the workers under a TaskHandler until SIGTERM or SIGINT, then drain and return 0."""
+    """Run the workers under a TaskHandler until SIGTERM or SIGINT, then drain and return 0.
+
+    metrics_port: serve /metrics, /health and /ready there (0: any free port, announced).
+    log_format: "json" makes every worker process log one JSON object per line.
+    """
     from ..plugins import registry
 
     configuration = configuration or Configuration()
+    monitor = metrics.Monitor() if metrics_port is not None else None
+    for worker in workers:
+        # Read in each worker process when it starts (QueryWorker.__setstate__).
+        worker.observability = {"metrics": monitor is not None, "log_format": log_format}
+    if tracing.requested() and tracing.missing():
+        announce(f"sqladapter worker: warning: OTEL_EXPORTER_OTLP_ENDPOINT is set but no spans will be exported: "
+                 f"{tracing.missing()}")
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    handler = TaskHandler(workers=workers, configuration=configuration, scan_for_annotated_workers=False)
     try:
+        handler = TaskHandler(
+            workers=workers,
+            configuration=configuration,
+            scan_for_annotated_workers=False,
+            metrics_settings=monitor.metrics_settings() if monitor is not None else None,
+            event_listeners=[metrics.PollListener()] if monitor is not None else None,
+        )
+    except BaseException:
+        if monitor is not None:
+            monitor.close()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        raise
+    try:
+        if monitor is not None:
+            monitor.watch(
+                handler.get_worker_process_status,
+                {w.task_definition_name: float(effective_settings(w)["poll_interval"]) / 1000 for w in workers},
+            )
+            # Listening before the workers start: a port already taken stops the worker at once.
+            host, port = monitor.serve(metrics_host, metrics_port)
         handler.start_processes()
         announce(startup_line(configuration, workers, sorted(registry().by_name)))
+        if monitor is not None:
+            announce(f"sqladapter worker: metrics on http://{host}:{port}/metrics, health on /health and /ready")
         if not configuration.host.rstrip("/").endswith("/api"):
             # The SDK appends /tasks/... to the URL as given; without /api every poll is a 404.
             announce(
@@ -269,11 +411,16 @@ def serve(
                 "(Conductor OSS, Orkes) or /workflow-server/api (Oracle MicroTx Workflows)"
             )
         while not stop.wait(0.5):
-            pass
+            if monitor is not None:
+                monitor.reap()
+        if monitor is not None:
+            monitor.stopping = True
         announce(f"sqladapter worker: stopping; running tasks get up to {grace_seconds:g}s to finish")
         _drain(handler, grace_seconds)
     finally:
         handler.stop_processes()
+        if monitor is not None:
+            monitor.close()
         for sig, old in previous.items():
             signal.signal(sig, old)
     announce("sqladapter worker: stopped")
