@@ -60,8 +60,8 @@ def task_input(input_data: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     return {key: value for key, value in (input_data or {}).items() if not key.startswith("_")}
 
 
-# In a worker process with metrics, JSON logs or tracing on (see _setup_process); the task
-# path without them stays as short as it was.
+# In a worker process with metrics or JSON logs on (see _setup_process), or with tracing
+# enabled; the task path without them stays as short as it was.
 _observing = False
 _metrics: Optional[metrics.WorkerMetrics] = None
 
@@ -74,7 +74,7 @@ _OUTCOMES = {
 
 def execute_query_task(task: Task) -> TaskResult:
     """Run a `query_sql` task: COMPLETED with the query output, else FAILED or FAILED_WITH_TERMINAL_ERROR."""
-    if _observing:
+    if _observing or tracing.enabled():
         return _observed(task)
     return _execute(task, task_input(task.input_data))
 
