@@ -449,7 +449,14 @@ def _release_kept(which: Callable[[threading.Thread], bool], *, everywhere: bool
         _close(connection)
 
 
+#: connection.info key a dialect sets on a connection it gave up on while a call still runs on it:
+#: it is out of the pool already, and the dialect closes it once the call ends.
+ABANDONED = "sqladapter.abandoned"
+
+
 def _close(connection: Any) -> None:
+    if connection.info.get(ABANDONED):
+        return
     if not connection.is_valid:
         return  # invalidated: already back in its pool, to reconnect on next use
     try:

@@ -280,7 +280,7 @@ def _execute(target: connections.Target, sql: str, params: Any, limit: int, time
 def _overran(target: connections.Target, connection: Any, kept: bool, timeout_ms: int, overrun: Any) -> QueryTimeoutError:
     # The database did not stop the query at its own limit; the watchdog ended it from outside.
     # The connection's state is unknown after that, so it is not used again.
-    if connection.dbapi_connection is not None:
+    if connection.dbapi_connection is not None and not connection.info.get(connections.ABANDONED):
         connection.invalidate()
     connections.checkin(target, connection, kept, failed=True)
     how = "cancelled the statement" if overrun.stage < 2 else "ended the session"
