@@ -160,7 +160,11 @@ def _task_names(extra: tuple[str, ...]) -> list[str]:
 @click.option("--task-name", "task_names", multiple=True, metavar="NAME",
               help="Also serve task type NAME (repeatable); --task-name query_sqlite serves the tutorial's workflow.")
 @click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Conductor: tasks run at once per task name.")
+              help="Conductor: tasks run at once per task name and worker process.")
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True, envvar="SQLADAPTER_PROCESSES",
+              show_envvar=True,
+              help="Conductor: worker processes per task name, each running --threads tasks at once; each "
+                   "process has its own interpreter lock, so more of them use more cores.")
 @click.option("--domain", help="Conductor: poll tasks of this domain only.")
 @click.option("--poll-interval", type=click.FloatRange(min=1), default=100, show_default=True, metavar="MS",
               help="Milliseconds between polls (Conductor: when the queue is empty; Rochallor: between poll rounds).")
@@ -183,7 +187,7 @@ def _task_names(extra: tuple[str, ...]) -> list[str]:
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               envvar="SQLADAPTER_LOG_FORMAT", show_envvar=True,
               help="Conductor: json writes one JSON object per log line, and one line per task.")
-def worker(engine, task_names, threads, domain, poll_interval, register, owner_email, grace_period, url, worker_id,
+def worker(engine, task_names, threads, processes, domain, poll_interval, register, owner_email, grace_period, url, worker_id,
            parallelism, result_variable, metrics_port, metrics_host, log_format) -> None:
     """Serve query_sql tasks to a workflow engine until SIGTERM or Ctrl-C.
 
@@ -196,10 +200,10 @@ def worker(engine, task_names, threads, domain, poll_interval, register, owner_e
     announce = lambda line: click.echo(line, err=True)  # noqa: E731
     _check_named_connections()
     if engine == "rochallor":
-        if metrics_port is not None or log_format != "text":
+        if metrics_port is not None or log_format != "text" or processes != 1:
             raise click.UsageError(
-                "--metrics-port and --log-format json (SQLADAPTER_METRICS_PORT, SQLADAPTER_LOG_FORMAT) "
-                "are for --engine conductor; unset them for Rochallor"
+                "--metrics-port, --log-format json and --processes (SQLADAPTER_METRICS_PORT, SQLADAPTER_LOG_FORMAT, "
+                "SQLADAPTER_PROCESSES) are for --engine conductor; unset them for Rochallor"
             )
         if not url:
             raise click.UsageError("--engine rochallor needs --url, the Rochallor engine's base URL")
@@ -225,9 +229,12 @@ def worker(engine, task_names, threads, domain, poll_interval, register, owner_e
         logs.configure("json", Configuration().log_level)
         announce = logs.announcer()
     workers = [
+        # One SDK worker per process: the TaskHandler runs each in its own process. The first
+        # registers the task definition, if asked; the others would only send it again.
         conductor.make_worker(name, threads=threads, domain=domain, poll_interval_ms=poll_interval,
-                              worker_id=worker_id, register=register, owner_email=owner_email)
+                              worker_id=worker_id, register=register and index == 0, owner_email=owner_email)
         for name in names
+        for index in range(processes)
     ]
     try:
         status = conductor.serve(workers, grace_seconds=grace_period, announce=announce, metrics_port=metrics_port,

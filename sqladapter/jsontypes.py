@@ -11,12 +11,17 @@
 | str | string |
 | bytes, bytearray, memoryview | {"$base64": "..."} |
 | datetime | ISO 8601 string; tz-aware keeps its offset |
-| date, time | ISO 8601 string |
-| timedelta | ISO 8601 duration ("P1DT2H3M4.5S") |
+| date, time | ISO 8601 string ("23:59:01", "23:59:01.500000", "01:02:00+02:00") |
+| timedelta | ISO 8601 duration ("P1DT2H3M4.5S"); `clock` gives "HH:MM:SS" where it is a TIME of day |
 | UUID | string |
+| IPv4/IPv6 address, interface, network | string ("192.168.0.1/24") |
 | dict | object (keys as strings, values by these rules) |
 | list, tuple | array (values by these rules) |
-| anything else | str(value) |
+| anything else | UnsupportedTypeError, a QueryError naming the column and the type |
+
+A value of a type outside the table fails the query: a string made of its str() would look like
+an answer while saying nothing the table promises. `to_json` alone, for callers that describe
+values rather than return them, turns such values into their text.
 
 Converters are picked once per column from its first non-null value, then applied to the
 column's values; where a dialect's columns are not typed (SQLite), each converter checks the
@@ -28,14 +33,35 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
+import ipaddress
 import itertools
 import math
 import uuid
 from typing import Any, Callable, Iterable, Sequence
 
+from .errors import QueryError
+
 MAX_SAFE_INTEGER = 2**53 - 1
 
 Converter = Callable[[Any], Any]
+
+
+class UnsupportedTypeError(QueryError):
+    """A database value of a type the contract has no JSON form for."""
+
+    def __init__(self, kind: type, column: str | None = None, database_type: str | None = None):
+        self.kind = kind
+        self.column = column
+        self.database_type = database_type
+        python = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        where = "a column" if column is None else f"column {column!r}"
+        if database_type:
+            where += f" ({database_type})"
+        super().__init__(
+            f"{where} holds a value of type {python}, which has no JSON form in sqladapter's type "
+            "contract (README, JSON types); convert it in the query to a type the table covers, "
+            "such as text"
+        )
 
 
 def _int(value: int) -> int | str:
@@ -79,16 +105,33 @@ def duration(value: dt.timedelta) -> str:
     return out if out not in ("P", "-P") else "PT0S"
 
 
+def clock(value: Any) -> Any:
+    """A TIME value held as a timedelta (MySQL's TIME, -838:59:59 to 838:59:59) as the clock
+    reading the database shows: "[-]HH:MM:SS", with ".ffffff" when there is a fraction.
+
+    Any other value (a driver's text for a value it could not read) goes by the contract.
+    """
+    if not isinstance(value, dt.timedelta):
+        return json_value(value)
+    micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+    sign = "-" if micros < 0 else ""
+    seconds, micro = divmod(abs(micros), 1_000_000)
+    minutes, second = divmod(seconds, 60)
+    hours, minute = divmod(minutes, 60)
+    text = f"{sign}{hours:02d}:{minute:02d}:{second:02d}"
+    return f"{text}.{micro:06d}" if micro else text
+
+
 def _str(value: uuid.UUID) -> str:
     return str(value)
 
 
 def _dict(value: dict) -> dict[str, Any]:
-    return {str(k): to_json(v) for k, v in value.items()}
+    return {str(k): json_value(v) for k, v in value.items()}
 
 
 def _list(value: list | tuple) -> list[Any]:
-    return [to_json(v) for v in value]
+    return [json_value(v) for v in value]
 
 
 def _identity(value: Any) -> Any:
@@ -110,24 +153,76 @@ _RULES: dict[type, Converter] = {
     dt.time: _isoformat,
     dt.timedelta: duration,
     uuid.UUID: _str,
+    # psycopg's inet and cidr; their text is the address as PostgreSQL writes it.
+    ipaddress.IPv4Address: _str,
+    ipaddress.IPv6Address: _str,
+    ipaddress.IPv4Interface: _str,
+    ipaddress.IPv6Interface: _str,
+    ipaddress.IPv4Network: _str,
+    ipaddress.IPv6Network: _str,
     dict: _dict,
     list: _list,
     tuple: _list,
 }
 
 
-def _rule(kind: type) -> Converter:
+def _rule(kind: type) -> Converter | None:
+    """The contract's rule for values of `kind`; None: the contract has none."""
     rule = _RULES.get(kind)
     if rule is None:
         # Subclasses (an IntEnum, a driver's own datetime) follow their base class's rule.
-        rule = next((_RULES[base] for base in kind.__mro__[1:] if base in _RULES), str)
-        _RULES[kind] = rule
+        rule = next((_RULES[base] for base in kind.__mro__[1:] if base in _RULES), None)
+        if rule is not None:
+            _RULES[kind] = rule
     return rule
 
 
+def json_value(value: Any) -> Any:
+    """Convert one value by the contract; UnsupportedTypeError for a type outside it."""
+    kind = type(value)
+    rule = _RULES.get(kind) or _rule(kind)
+    if rule is None:
+        raise UnsupportedTypeError(kind)
+    return rule(value)
+
+
 def to_json(value: Any) -> Any:
-    """Convert one value by the contract. Never raises for a value a driver can return."""
-    return _rule(type(value))(value)
+    """Convert one value by the contract, types outside it as their text; never raises.
+
+    For describing values (messages, logs). Result columns use `json_value` and the converters
+    below, which refuse a type outside the contract instead.
+    """
+    try:
+        return json_value(value)
+    except UnsupportedTypeError:
+        return _as_text(value)
+
+
+def _as_text(value: Any) -> Any:
+    rule = _rule(type(value))
+    if rule is None:
+        return str(value)
+    if rule is _dict:
+        return {str(k): _as_text(v) for k, v in value.items()}
+    if rule is _list:
+        return [_as_text(v) for v in value]
+    return rule(value)
+
+
+def named(convert: Converter, column: str | None, database_type: str | None = None) -> Converter:
+    """`convert`, except that a value it finds no rule for fails naming the column and its type."""
+    if column is None and database_type is None:
+        return convert
+
+    def run(value: Any) -> Any:
+        try:
+            return convert(value)
+        except UnsupportedTypeError as exc:
+            if exc.column is not None:
+                raise
+            raise UnsupportedTypeError(exc.kind, column, database_type) from None
+
+    return run
 
 
 # Rules that return JSON-native values unchanged for most inputs still need to see each value
@@ -135,29 +230,42 @@ def to_json(value: Any) -> Any:
 _IDENTITY_KINDS = (str, bool, type(None))
 
 
-def converter_for(sample: Any) -> Converter | None:
-    """The converter for a typed column whose first non-null value is `sample`; None: identity."""
+def converter_for(sample: Any, column: str | None = None, database_type: str | None = None) -> Converter | None:
+    """The converter for a typed column whose first non-null value is `sample`; None: identity.
+
+    `column` and `database_type` name the column in the error for a type outside the contract,
+    raised here for the sample itself, or while converting for a value nested in it.
+    """
     kind = type(sample)
     if kind in _IDENTITY_KINDS:
         return None
-    return _rule(kind)
+    rule = _rule(kind)
+    if rule is None:
+        raise UnsupportedTypeError(kind, column, database_type)
+    if rule is _dict or rule is _list:
+        return named(rule, column, database_type)
+    return rule
 
 
-def checked_converter(sample: Any) -> Converter:
+def checked_converter(sample: Any, column: str | None = None, database_type: str | None = None) -> Converter:
     """The converter for an untyped column: fast for values like `sample`, correct for any."""
     kind = type(sample)
     rule = _rule(kind)
+    if rule is None:
+        raise UnsupportedTypeError(kind, column, database_type)
+    other = named(json_value, column, database_type)
     if rule is _identity:
 
         def convert(value: Any) -> Any:
-            return value if type(value) is kind or value is None else to_json(value)
+            return value if type(value) is kind or value is None else other(value)
 
     else:
+        rule = named(rule, column, database_type) if rule is _dict or rule is _list else rule
 
         def convert(value: Any) -> Any:
             if type(value) is kind:
                 return rule(value)
-            return to_json(value)
+            return other(value)
 
     return convert
 
@@ -211,7 +319,7 @@ def untyped_column(values: Sequence[Any]) -> list[Any] | None:
         kind = next(iter(kinds))
         if kind is int and _safe_ints(values) or kind is float and _finite_floats(values):
             return None
-    return list(map(to_json, values))
+    return list(map(json_value, values))
 
 
 _TYPE_NAMES: dict[type, str] = {
@@ -229,6 +337,12 @@ _TYPE_NAMES: dict[type, str] = {
     dt.time: "time",
     dt.timedelta: "interval",
     uuid.UUID: "uuid",
+    ipaddress.IPv4Address: "inet",
+    ipaddress.IPv6Address: "inet",
+    ipaddress.IPv4Interface: "inet",
+    ipaddress.IPv6Interface: "inet",
+    ipaddress.IPv4Network: "cidr",
+    ipaddress.IPv6Network: "cidr",
     dict: "json",
     list: "array",
     tuple: "array",

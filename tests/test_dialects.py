@@ -246,6 +246,78 @@ def test_postgresql_dates_python_cannot_hold_come_out_as_postgresql_writes_them(
     ]
 
 
+def test_duckdb_infinities_are_infinity_and_the_last_real_day_stays_a_date(data_dir):
+    # The python client reads 'infinity' as date.max / datetime.max, equal to a real 9999-12-31;
+    # in one column, row by row, each must still come back as what it is.
+    case = dialect_cases.duckdb_case(data_dir)
+    out = query(
+        case,
+        "SELECT d, ts, tz, ds FROM (VALUES"
+        " (1, DATE '2024-02-29', TIMESTAMP '2024-02-29 13:14:15', TIMESTAMPTZ '2024-02-29 13:14:15+00', [DATE '2024-02-29']),"
+        " (2, 'infinity'::DATE, '-infinity'::TIMESTAMP, 'infinity'::TIMESTAMPTZ, ['-infinity'::DATE]),"
+        " (3, DATE '9999-12-31', TIMESTAMP '9999-12-31 23:59:59.999999', NULL, [DATE '0001-01-01']),"
+        " (4, '-infinity'::DATE, TIMESTAMP '0001-01-01 00:00:00', '-infinity'::TIMESTAMPTZ, NULL),"
+        " (5, DATE '0044-03-15 (BC)', TIMESTAMP '294247-01-10 04:00:54', NULL, NULL)"
+        ") AS t(n, d, ts, tz, ds) ORDER BY n",
+    )
+    tz = [row.pop("tz") for row in out["rows"]]
+    assert dialect_cases.same_instant("2024-02-29T13:14:15+00:00")(tz[0]) and tz[1:] == ["infinity", None, "-infinity", None]
+    assert out["rows"] == [
+        {"d": "2024-02-29", "ts": "2024-02-29T13:14:15", "ds": ["2024-02-29"]},
+        {"d": "infinity", "ts": "-infinity", "ds": ["-infinity"]},
+        {"d": "9999-12-31", "ts": "9999-12-31T23:59:59.999999", "ds": ["0001-01-01"]},
+        {"d": "-infinity", "ts": "0001-01-01T00:00:00", "ds": None},
+        # Years Python cannot hold: as DuckDB writes them.
+        {"d": "0044-03-15 (BC)", "ts": "294247-01-10 04:00:54", "ds": None},
+    ]
+
+
+def test_duckdb_maps_with_keys_that_are_not_text_are_lists_of_key_value_objects(data_dir):
+    case = dialect_cases.duckdb_case(data_dir)
+    out = query(
+        case,
+        # An empty map as MAP([], []): sqlglot writes MAP {}::MAP(...) back as "MAP MAP()", which
+        # it cannot read again, so that spelling is refused.
+        "SELECT m FROM (VALUES (1, MAP {3: 'c', 1: 'a'}), (2, MAP([]::INTEGER[], []::VARCHAR[])), (3, NULL),"
+        " (4, MAP {2: NULL})) AS t(n, m) ORDER BY n",
+    )
+    assert [row["m"] for row in out["rows"]] == [
+        [{"key": 3, "value": "c"}, {"key": 1, "value": "a"}],  # the map's order, not the keys'
+        [],
+        None,
+        [{"key": 2, "value": None}],
+    ]
+
+
+def test_mysql_time_is_a_clock_reading_in_every_row(request):
+    case = dialect_cases.mysql_case(request.getfixturevalue("mysql_tables"))
+    out = query(
+        case,
+        "SELECT CAST(t AS TIME(6)) AS t FROM (SELECT 1 AS n, '00:00:00' AS t UNION ALL SELECT 2, '23:59:59.000001'"
+        " UNION ALL SELECT 3, '100:00:00' UNION ALL SELECT 4, '-01:02:03.25' UNION ALL SELECT 5, NULL) AS x ORDER BY n",
+    )
+    assert [row["t"] for row in out["rows"]] == ["00:00:00", "23:59:59.000001", "100:00:00", "-01:02:03.250000", None]
+    assert out["columns"] == [{"name": "t", "type": "TIME"}]
+
+
+def test_postgresql_types_outside_the_contract_fail_naming_the_column_and_type(request):
+    # A range or a row would otherwise come back as some text that looks like an answer.
+    case = dialect_cases.postgresql_case(request.getfixturevalue("postgresql_tables"))
+    refused = {
+        "SELECT int4range(1, 10) AS span": ("'span'", "int4range", "Range"),
+        "SELECT ARRAY[int4range(1, 10)] AS spans": ("'spans'", "int4range[]", "Range"),
+        "SELECT ROW(1, 'a') AS pair": ("'pair'", "record", "to_jsonb"),
+    }
+    for sql, words in refused.items():
+        with pytest.raises(QueryError) as caught:
+            query(case, sql)
+        assert caught.value.retryable is False, sql
+        assert all(word in caught.value.message for word in words), caught.value.message
+    # ... and the same types cast to text come back as PostgreSQL writes them.
+    out = query(case, "SELECT int4range(1, 10)::text AS span, to_jsonb(ROW(1, 'a')) AS pair")
+    assert out["rows"] == [{"span": "[1,10)", "pair": {"f1": 1, "f2": "a"}}]
+
+
 def test_duckdb_connection_options_cannot_undo_read_only(data_dir, monkeypatch):
     dialect_cases.duckdb_case(data_dir)
     database = data_dir / "numbers.duckdb"

@@ -5,14 +5,25 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import ipaddress
 import json
 import sqlite3
 import uuid
 
 import pytest
 
-from sqladapter import run_query
-from sqladapter.jsontypes import MAX_SAFE_INTEGER, checked_converter, duration, to_json
+from sqladapter import QueryError, run_query
+from sqladapter.jsontypes import (
+    MAX_SAFE_INTEGER,
+    UnsupportedTypeError,
+    checked_converter,
+    clock,
+    converter_for,
+    duration,
+    json_value,
+    to_json,
+    untyped_column,
+)
 
 
 @pytest.fixture
@@ -98,27 +109,89 @@ UTC2 = dt.timezone(dt.timedelta(hours=2))
         (dt.timedelta(seconds=-90), "-PT1M30S"),
         (dt.timedelta(days=3), "P3D"),
         (uuid.UUID("12345678-1234-5678-1234-567812345678"), "12345678-1234-5678-1234-567812345678"),
+        (ipaddress.ip_address("192.168.0.1"), "192.168.0.1"),
+        (ipaddress.ip_interface("192.168.0.1/24"), "192.168.0.1/24"),
+        (ipaddress.ip_network("2001:db8::/32"), "2001:db8::/32"),
         ({"a": decimal.Decimal("1.0"), 2: [b"x", None]}, {"a": "1.0", "2": [{"$base64": "eA=="}, None]}),
         ((1, 2**60), [1, str(2**60)]),
     ],
 )
 def test_each_type_in_the_contract(value, expected):
     assert to_json(value) == expected
+    assert json_value(value) == expected
     assert checked_converter(value)(value) == expected
+    convert = converter_for(value)
+    assert (value if convert is None else convert(value)) == expected
 
 
-def test_unknown_types_become_text_and_subclasses_follow_their_base():
+class Point:
+    """A driver's own type, outside the contract."""
+
+    def __str__(self):
+        return "(1,2)"
+
+
+def test_subclasses_follow_their_base():
     import enum
 
     class Level(enum.IntEnum):
         HIGH = 3
 
-    class Point:
-        def __str__(self):
-            return "(1,2)"
+    assert json_value(Level.HIGH) == 3
+    assert converter_for(Level.HIGH)(Level.HIGH) == 3
 
-    assert to_json(Level.HIGH) == 3
+
+def test_a_column_of_a_type_outside_the_contract_fails_naming_the_column_and_type():
+    # Its text ("(1,2)") would pass for an answer the contract never promised.
+    with pytest.raises(QueryError) as caught:
+        converter_for(Point(), "where", "point")
+    error = caught.value
+    assert isinstance(error, UnsupportedTypeError) and error.type == "query_error" and error.retryable is False
+    assert "column 'where' (point)" in error.message and "test_jsontypes.Point" in error.message
+
+
+def test_a_value_outside_the_contract_inside_an_array_or_object_names_its_column():
+    for sample in ([1, Point()], {"k": [Point()]}, (Point(),)):
+        convert = converter_for(sample, "nested", "point[]")
+        with pytest.raises(UnsupportedTypeError) as caught:
+            convert(sample)
+        assert "column 'nested' (point[])" in caught.value.message
+
+
+def test_a_row_of_a_type_outside_the_contract_fails_in_an_untyped_column_too():
+    convert = checked_converter("text", "v")
+    assert convert("text") == "text" and convert(2**60) == str(2**60)
+    with pytest.raises(UnsupportedTypeError) as caught:
+        convert(Point())
+    assert "column 'v'" in caught.value.message
+    with pytest.raises(UnsupportedTypeError):
+        untyped_column(["text", Point()])
+    with pytest.raises(UnsupportedTypeError):
+        json_value([Point()])
+
+
+def test_to_json_alone_describes_such_values_by_their_text():
     assert to_json(Point()) == "(1,2)"
+    assert to_json([Point(), {"k": Point()}, 2**60]) == ["(1,2)", {"k": "(1,2)"}, str(2**60)]
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (dt.timedelta(0), "00:00:00"),
+        (dt.timedelta(hours=13, minutes=14, seconds=15), "13:14:15"),
+        (dt.timedelta(hours=23, minutes=59, seconds=59, microseconds=1), "23:59:59.000001"),
+        (dt.timedelta(days=1, hours=2, seconds=3, microseconds=500000), "26:00:03.500000"),
+        (dt.timedelta(hours=838, minutes=59, seconds=59), "838:59:59"),
+        (-dt.timedelta(hours=838, minutes=59, seconds=59), "-838:59:59"),
+        (-dt.timedelta(microseconds=500000), "-00:00:00.500000"),
+        (-dt.timedelta(hours=1, minutes=2, seconds=3, microseconds=250000), "-01:02:03.250000"),
+        # What PyMySQL hands back for a TIME it cannot read: the server's text.
+        ("12:00:00.5x", "12:00:00.5x"),
+    ],
+)
+def test_clock_is_the_time_as_the_server_shows_it(value, expected):
+    assert clock(value) == expected
 
 
 def test_duration_is_iso_8601():

@@ -9,7 +9,10 @@ watchdog thread.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import contextvars
+import datetime as dt
 import heapq
 import itertools
 import json
@@ -19,6 +22,7 @@ from typing import Any, Callable, Iterator
 
 import duckdb
 
+from sqladapter import connections, deadlines
 from sqladapter import (
     ConnectionConfigError,
     DatabaseUnavailableError,
@@ -99,6 +103,15 @@ READ_ONLY_CONFIG = {
 _MEMORY = ("", ":memory:")
 # How often a query past its deadline is interrupted again until it stops.
 _REINTERRUPT_SECONDS = 0.01
+# connection.info key: the deadline of the query being run.
+_DEADLINE = "sqladapter.duckdb.deadline"
+# Threads that run queries (see DuckDB.fetch); one stays busy for each query given up on.
+_runner = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="sqladapter-duckdb")
+
+
+def _close_quietly(raw: Any) -> None:
+    with contextlib.suppress(Exception):
+        raw.close()
 
 
 class _Watchdog:
@@ -166,12 +179,158 @@ class _Watchdog:
 _watchdog = _Watchdog()
 
 
+# -- values: DuckDB's types by the JSON contract ---------------------------------------------
+#
+# Converters follow the column's DuckDB type, nested types included, where the contract's
+# rules for the Python value alone would get it wrong: infinities, JSON text, BIGNUM digits,
+# maps whose keys are not text.
+
+# The python client hands DuckDB's infinite dates and timestamps back as the datetime module's
+# own extremes: the very objects date.max, date.min, datetime.max and datetime.min. A real
+# 9999-12-31 (or 0001-01-01) is a new object that only equals them, so identity, not equality,
+# tells 'infinity' from the last day Python can hold.
+_DATE_MAX, _DATE_MIN = dt.date.max, dt.date.min
+_DATETIME_MAX, _DATETIME_MIN = dt.datetime.max, dt.datetime.min
+_TIMESTAMPS = frozenset(
+    {"timestamp", "timestamp_s", "timestamp_ms", "timestamp_ns", "timestamp with time zone", "timestamptz_ns"}
+)
+_TIMES = frozenset({"time", "time_ns", "time with time zone"})
+# Map keys that come back as text; a map of them is an object. ("NULL": the empty MAP {}.)
+_TEXT_KEYS = frozenset({"varchar", "enum", "null"})
+# Key types the client cannot put in a dict (its KeyIsHashable): such a map arrives as
+# {"key": [keys], "value": [values]} rather than as {key: value}.
+_UNHASHABLE_KEYS = frozenset({"list", "array", "map", "struct", "tuple"})
+
+
 def _json_value(raw: Any) -> Any:
-    return jsontypes.to_json(json.loads(raw)) if isinstance(raw, str) else jsontypes.to_json(raw)
+    return jsontypes.json_value(json.loads(raw) if isinstance(raw, str) else raw)
 
 
-def _pairs(value: dict) -> list[list[Any]]:
-    return [[jsontypes.to_json(k), jsontypes.to_json(v)] for k, v in value.items()]
+def _date(value: Any) -> Any:
+    if value is _DATE_MAX:
+        return "infinity"
+    if value is _DATE_MIN:
+        return "-infinity"
+    # Dates Python cannot hold (BC, past 9999) arrive as DuckDB's own text, and stay so.
+    return value.isoformat() if isinstance(value, dt.date) else jsontypes.json_value(value)
+
+
+def _timestamp(value: Any) -> Any:
+    if value is _DATETIME_MAX:
+        return "infinity"
+    if value is _DATETIME_MIN:
+        return "-infinity"
+    return value.isoformat() if isinstance(value, dt.datetime) else jsontypes.json_value(value)
+
+
+def _time(value: Any) -> Any:
+    # '24:00:00' is a valid TIME that Python cannot hold: it arrives as that text.
+    return value.isoformat() if isinstance(value, dt.time) else jsontypes.json_value(value)
+
+
+def _bignum(value: Any) -> Any:
+    # BIGNUM arrives as its decimal digits: within 2^53 it is a number like any integer.
+    # Longer than 17 characters it is past 2^53 and stays the digits (int() of thousands of
+    # digits would be refused, and is not needed).
+    if isinstance(value, str) and len(value) <= 17:
+        return jsontypes.json_value(int(value))
+    return jsontypes.json_value(value)
+
+
+def _union_member(value: Any) -> Any:
+    # A UNION's rows may each hold a different member type, known only by the value.
+    if value is _DATE_MAX or value is _DATETIME_MAX:
+        return "infinity"
+    if value is _DATE_MIN or value is _DATETIME_MIN:
+        return "-infinity"
+    return jsontypes.json_value(value)
+
+
+def _hashable_key(key_type: Any) -> bool:
+    kind = key_type.id
+    if kind in _UNHASHABLE_KEYS:
+        return False
+    if kind == "union":
+        return all(_hashable_key(member) for _, member in key_type.children)
+    return True
+
+
+def _inner(duck_type: Any) -> Callable[[Any], Any]:
+    """The converter for values of `duck_type` nested in a list, struct or map."""
+    return _value_converter(duck_type) or jsontypes.json_value
+
+
+def _map_converter(duck_type: Any) -> Callable[[Any], Any]:
+    (_, key_type), (_, value_type) = duck_type.children
+    item = _inner(value_type)
+    if key_type.id in _TEXT_KEYS and str(key_type) != "JSON":
+
+        def as_object(value: dict) -> dict[str, Any]:
+            return {k: None if v is None else item(v) for k, v in value.items()}
+
+        return as_object
+    # Keys that are not text (numbers, dates, lists, structs) would lose their type as object
+    # keys, or could not be keys at all: a list of {"key", "value"} objects, in the map's order.
+    key = _inner(key_type)
+    if _hashable_key(key_type):
+
+        def from_dict(value: dict) -> list[dict[str, Any]]:
+            return [{"key": key(k), "value": None if v is None else item(v)} for k, v in value.items()]
+
+        return from_dict
+
+    def from_lists(value: dict) -> list[dict[str, Any]]:
+        return [
+            {"key": key(k), "value": None if v is None else item(v)} for k, v in zip(value["key"], value["value"])
+        ]
+
+    return from_lists
+
+
+def _value_converter(duck_type: Any) -> Callable[[Any], Any] | None:
+    """How a non-null value of `duck_type` becomes JSON; None: by its Python type alone."""
+    kind = getattr(duck_type, "id", None)
+    if kind == "json" or str(duck_type) == "JSON":
+        return _json_value
+    if kind in _TIMESTAMPS:
+        return _timestamp
+    if kind == "date":
+        return _date
+    if kind in _TIMES:
+        return _time
+    if kind == "bignum":
+        return _bignum
+    if kind == "union":
+        return _union_member
+    if kind == "map":
+        return _map_converter(duck_type)
+    if kind in ("list", "array"):
+        element = _value_converter(duck_type.children[0][1])
+        if element is None:
+            return None
+
+        def each(value: list | tuple) -> list[Any]:
+            return [None if v is None else element(v) for v in value]
+
+        return each
+    if kind in ("struct", "tuple"):
+        fields = [(name, _value_converter(member)) for name, member in duck_type.children]
+        if all(convert is None for _, convert in fields):
+            return None
+        converters = [convert or jsontypes.json_value for _, convert in fields]
+        if kind == "tuple":  # unnamed: ROW(1, 'a') arrives as a tuple, and is an array
+
+            def positions(value: tuple) -> list[Any]:
+                return [None if v is None else convert(v) for convert, v in zip(converters, value)]
+
+            return positions
+        by_name = {name: convert for (name, _), convert in zip(fields, converters)}
+
+        def by_field(value: dict) -> dict[str, Any]:
+            return {k: None if v is None else by_name[k](v) for k, v in value.items()}
+
+        return by_field
+    return None
 
 
 class DuckDB(Dialect):
@@ -231,33 +390,50 @@ class DuckDB(Dialect):
 
     @contextlib.contextmanager
     def time_limit(self, connection, timeout_ms: int) -> Iterator[None]:
-        token = _watchdog.watch(time.monotonic() + timeout_ms / 1000, connection.dbapi_connection)
+        deadline = time.monotonic() + timeout_ms / 1000
+        connection.info[_DEADLINE] = deadline
+        token = _watchdog.watch(deadline, connection.dbapi_connection)
         try:
             yield
         finally:
             _watchdog.release(token)
 
     def fetch(self, connection, sql, params, limit):
+        # DuckDB runs a query inside the worker's process, and some work (list_sort over tens of
+        # millions of elements) happens inside one call that interrupt() cannot stop. So the
+        # query runs on a thread of its own, and the task gives up waiting two grace periods
+        # past its limit: it reports on time, and the connection is left to finish the call
+        # and is then closed, never used again. The handoff costs one thread switch.
+        raw = connection.dbapi_connection
+        deadline = connection.info.get(_DEADLINE)
         # The engine's connection wrapper forwards to the DuckDB connection; its cursor would
         # only add a layer. DuckDB streams the result, so fetchmany reads `limit` rows at most.
-        return self.execute_and_fetch(connection.dbapi_connection, sql, params, limit)
+        future = _runner.submit(contextvars.copy_context().run, self.execute_and_fetch, raw, sql, params, limit)
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic()) + 2 * deadlines.GRACE_SECONDS
+        try:
+            return future.result(timeout=wait)
+        except concurrent.futures.TimeoutError:
+            connection.detach()
+            connection.info[connections.ABANDONED] = True
+            future.add_done_callback(lambda _: _close_quietly(raw))
+            raise QueryTimeoutError(
+                "duckdb: the query ran past its time limit inside one call that DuckDB does not interrupt; "
+                "the worker stopped waiting for it. Make the query cheaper (smaller lists, fewer rows) or raise timeout_ms"
+            ) from None
 
     def column_type(self, column, sample):
         return str(column[1])
 
     def converter(self, column, sample) -> Callable[[Any], Any] | None:
-        duck_type = column[1]
-        kind = getattr(duck_type, "id", None)
-        if kind == "json" or str(duck_type) == "JSON":
-            return _json_value
-        if kind == "union":
-            # Each row may hold a different member type.
-            return jsontypes.to_json
-        if kind == "map":
-            key_type = dict(duck_type.children).get("key")
-            if key_type is not None and getattr(key_type, "id", None) != "varchar":
-                return _pairs
-        return jsontypes.converter_for(sample)
+        name, duck_type = column[0], column[1]
+        convert = _value_converter(duck_type)
+        if convert is None:
+            return jsontypes.converter_for(sample, name, str(duck_type))
+        return jsontypes.named(convert, name, str(duck_type))
+
+    def cancel(self, engine, dbapi_connection, *, end_session):
+        # The time limit's own watchdog interrupts already; this is the core's second try.
+        dbapi_connection.interrupt()
 
     def classify(self, exc):
         if not isinstance(exc, duckdb.Error):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import time
 from typing import Any, Callable, Iterator
 
@@ -129,7 +130,7 @@ _MARIADB = "sqladapter.mysql.mariadb"
 def _json_value(raw: Any) -> Any:
     if isinstance(raw, (bytes, bytearray)):
         raw = raw.decode("utf-8")
-    return jsontypes.to_json(json.loads(raw))
+    return jsontypes.json_value(json.loads(raw))
 
 
 def _bits(raw: bytes) -> int:
@@ -265,9 +266,32 @@ class MySQL(Dialect):
             return _json_value
         if type_code == FIELD_TYPE.BIT and isinstance(sample, (bytes, bytearray)):
             return _bits
+        name, database_type = column[0], self.column_type(column, sample)
+        if type_code == FIELD_TYPE.TIME:
+            # A clock reading ("26:00:03.5" is a valid TIME), which PyMySQL reads as a timedelta:
+            # it comes back as the server shows it, not as a duration. A value PyMySQL could
+            # not read comes as the server's text.
+            return jsontypes.named(jsontypes.clock, name, database_type)
         if type_code in _DATES:
-            return jsontypes.checked_converter(sample)
-        return jsontypes.converter_for(sample)
+            return jsontypes.checked_converter(sample, name, database_type)
+        return jsontypes.converter_for(sample, name, database_type)
+
+    def cancel(self, engine, dbapi_connection, *, end_session):
+        # KILL from a control connection: QUERY stops the statement; CONNECTION ends the
+        # session. Then, for the session, the socket is shut so the blocked read returns now
+        # even if the server is still inside one long function call.
+        ident = int(dbapi_connection.thread_id())
+        try:
+            control = engine.raw_connection()
+            try:
+                with control.dbapi_connection.cursor() as cursor:
+                    cursor.execute(f"KILL {'CONNECTION' if end_session else 'QUERY'} {ident}")
+            finally:
+                control.close()
+        finally:
+            if end_session and dbapi_connection._sock is not None:
+                with contextlib.suppress(OSError):
+                    dbapi_connection._sock.shutdown(socket.SHUT_RDWR)
 
     def classify(self, exc):
         if not isinstance(exc, pymysql.err.MySQLError):

@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import re
+import socket
 from typing import Any, Iterator
 
 import pglast
@@ -142,6 +144,9 @@ _READ_ONLY_SETTING = "default_transaction_read_only"
 _JSON_OIDS = frozenset({114, 199, 3802, 3807})
 # date, timestamp, timestamptz, interval: values out of Python's range come back as text.
 _TEMPORAL_OIDS = frozenset({1082, 1114, 1184, 1186})
+# record and record[]: psycopg reads a ROW(...) as a tuple of its fields' texts, which would
+# pass for an array of strings (ROW(1, 'a') as ["1", "a"]).
+_RECORD_OIDS = frozenset({2249, 2287})
 
 # Rows fetched per network chunk; chunked streaming needs libpq 17, older ones stream row by row.
 # libpq holds a whole chunk in memory, so chunks stay small enough that wide rows (a megabyte
@@ -199,6 +204,17 @@ def _out_of_python_range(exc: Exception) -> bool:
     # Raised by psycopg while loading a row, so without a SQLSTATE from the server.
     text = str(exc)
     return isinstance(exc, psycopg.DataError) and exc.sqlstate is None and (" too large " in text or " too small " in text)
+
+
+def _shut_socket(fd: int) -> None:
+    # shutdown(), not close(): the socket stays the driver's to close; a read blocked on it
+    # returns at once, and the driver reports the connection lost.
+    with contextlib.suppress(OSError):
+        sock = socket.socket(fileno=os.dup(fd))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
 
 
 def _scan(data: bytes) -> list[Any]:
@@ -408,6 +424,11 @@ class PostgreSQL(Dialect):
         return options
 
     def on_connect(self, dbapi_connection, *, read_only):
+        if read_only:
+            # Queries run as RawCursor: the canonical SQL writes parameters as $1, $2, which go to
+            # the server as they are and are bound there. (Set after SQLAlchemy's first-connect
+            # setup, whose own queries use %(name)s.)
+            dbapi_connection.cursor_factory = psycopg.RawCursor
         if read_only and dbapi_connection.info.parameter_status(_READ_ONLY_SETTING) is None:
             # A server that does not report the setting (before PostgreSQL 14): psycopg wraps
             # every query in BEGIN READ ONLY, which no statement inside can undo.
@@ -439,19 +460,17 @@ class PostgreSQL(Dialect):
         if dbapi_connection.autocommit:
             self._ensure_read_only(dbapi_connection)
         try:
-            return self._stream(psycopg.RawCursor(dbapi_connection), sql, params, limit)
+            return self._stream(dbapi_connection.cursor(), sql, params, limit)
         except psycopg.DataError as exc:
             if not _out_of_python_range(exc):
                 raise
         # Read-only, so running it again is safe; only such results pay for the Python loaders.
-        cursor = psycopg.RawCursor(dbapi_connection)
+        cursor = dbapi_connection.cursor()
         for name, loader in _TEXT_WHEN_OUT_OF_RANGE.items():
             cursor.adapters.register_loader(name, loader)
         return self._stream(cursor, sql, params, limit)
 
     def _stream(self, cursor: Any, sql: str, params: Any, limit: int) -> tuple[Any, list]:
-        # A RawCursor: the canonical SQL writes parameters as $1, $2, which go to the server as
-        # they are and are bound there, never spliced into the text.
         try:
             stream = cursor.stream(sql, params, size=min(limit, _MAX_CHUNK) if _CHUNKED else 1)
             try:
@@ -486,10 +505,34 @@ class PostgreSQL(Dialect):
     def converter(self, column, sample):
         type_code = column[1]
         if type_code in _JSON_OIDS:
-            return jsontypes.to_json
+            return jsontypes.json_value
+        name, database_type = column[0], self.column_type(column, sample)
+        if type_code in _RECORD_OIDS:
+            raise QueryError(
+                f"column {name!r} is a row value ({database_type}), which has no JSON form: select its "
+                "fields as columns of their own, or make it an object with to_jsonb(...)"
+            )
         if type_code in _TEMPORAL_OIDS:
-            return jsontypes.checked_converter(sample)
-        return jsontypes.converter_for(sample)
+            return jsontypes.checked_converter(sample, name, database_type)
+        return jsontypes.converter_for(sample, name, database_type)
+
+    def cancel(self, engine, dbapi_connection, *, end_session):
+        if not end_session:
+            # A cancel request on a connection of its own, as libpq sends it.
+            dbapi_connection.cancel_safe(timeout=5)
+            return
+        # The server did not act on the cancel: end the backend from a control connection, and
+        # give up on the socket, so the driver call blocked on it returns now.
+        pid = dbapi_connection.info.backend_pid
+        try:
+            control = engine.raw_connection()
+            try:
+                with control.dbapi_connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_catalog.pg_terminate_backend($1)", (pid,))
+            finally:
+                control.close()
+        finally:
+            _shut_socket(dbapi_connection.pgconn.socket)
 
     def classify(self, exc):
         if not isinstance(exc, psycopg.Error):

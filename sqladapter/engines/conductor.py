@@ -340,10 +340,17 @@ def effective_settings(worker: Worker) -> Dict[str, Any]:
 def startup_line(configuration: Configuration, workers: List[Worker], dialects: List[str]) -> str:
     """One line naming the server (no credentials), task names, threads and installed dialects."""
     tasks = []
+    processes: Dict[str, int] = {}
     for worker in workers:
+        processes[worker.task_definition_name] = processes.get(worker.task_definition_name, 0) + 1
+    for worker in workers:
+        count = processes.pop(worker.task_definition_name, None)
+        if count is None:  # a second process of a task name already listed
+            continue
         config = effective_settings(worker)
         extra = f", domain {config['domain']}" if config.get("domain") else ""
-        tasks.append(f"{worker.task_definition_name} ({config['thread_count']} threads{extra})")
+        shape = f"{config['thread_count']} threads" if count == 1 else f"{count} processes x {config['thread_count']} threads"
+        tasks.append(f"{worker.task_definition_name} ({shape}{extra})")
     auth = "key " + configuration.authentication_settings.key_id if configuration.authentication_settings else "none"
     return (
         f"sqladapter worker: server {redact(configuration.host)} (auth: {auth}); "
