@@ -513,3 +513,29 @@ def test_worker_processes_export_a_span_per_task_to_the_otlp_endpoint(tmp_path):
     finally:
         collector.shutdown()
         collector.server_close()
+
+
+# -- worker processes -------------------------------------------------------------------------
+
+
+def test_processes_runs_each_task_name_in_that_many_sdk_worker_processes(tmp_path):
+    seed_with_cli(tmp_path)
+    with ConductorServer("/api") as server:
+        args = ["--processes", "2", "--threads", "2", "--metrics-port", "0", "--poll-interval", "20"]
+        with WorkerProcess(args, worker_env(server, tmp_path), tmp_path / "w.log") as worker:
+            line = worker.wait_started()
+            assert "query_sql (2 processes x 2 threads)" in line
+            port = metrics_port(worker)
+            health = wait_for_status(port, "/ready", 200)
+            pids = {entry["pid"] for entry in health["workers"]}
+            assert len(pids) == 2 and pids <= set(descendants(worker.process.pid))
+            inputs = [{"connection_string": "fake_people.db", "query": "SELECT :n AS n", "parameters": {"n": n},
+                       "fetch": "value"} for n in range(40)]
+            ids = server.add_tasks("query_sql", inputs)
+            assert server.wait_for_updates(len(ids), 60), worker.log()
+            assert total(scrape(port), "sqladapter_worker_threads", task_name="query_sql") == 4
+            assert worker.stop() == 0, worker.log()
+        assert sorted(u.task_id for u in server.updates) == sorted(ids)  # each exactly once
+        finals = server.final_updates()
+        assert [finals[i]["outputData"]["value"] for i in ids] == list(range(40))
+        assert max(p.count for p in server.polls) == 2  # each process polls for its own free threads
