@@ -120,6 +120,8 @@ def _default_subjects(threads: int) -> list[Subject]:
 
 def _measure(subjects: list[Subject], threads: int, rounds: int, seconds: float) -> dict[str, list[float]]:
     """Tasks per second of each subject, one figure per round, all under one TaskHandler."""
+    if str(TESTS) not in sys.path:
+        sys.path.insert(0, str(TESTS))
     from conductor.client.automator.task_handler import TaskHandler
     from conductor.client.configuration.configuration import Configuration
     from conductor_server import ConductorServer
@@ -201,7 +203,7 @@ async def noop_async() -> Any:
 def _switch_interval_worker(name: str, threads: int, seconds: float) -> Any:
     from sqladapter.engines.conductor import execute_query_task
 
-    worker = _SwitchIntervalWorker(task_definition_name=name, execute_function=execute_query_task, poll_interval=100,
+    worker = __getattr__("_SwitchIntervalWorker")(task_definition_name=name, execute_function=execute_query_task, poll_interval=100,
                                    thread_count=threads, lease_extend_enabled=True)
     worker.switch_interval = seconds
     return worker
