@@ -37,31 +37,48 @@ class Watchdog:
     """One daemon thread calling each watched query's `act(stage)` once its deadline passed.
 
     A thread per query would cost more than a point lookup; a heap of deadlines costs a push
-    and a pop.
+    and a pop. By default `act` gets stage 1 at the deadline and stage 2 a grace later, each on
+    a thread of its own; a dialect's own time limit may instead act on this thread, under the
+    lock, and again every few milliseconds until released (DuckDB's interrupt).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "sqladapter-deadlines") -> None:
+        self._name = name
         self._condition = threading.Condition()
         self._heap: list[tuple[float, int]] = []
-        self._watched: dict[int, tuple[Callable[[int], None], Overrun]] = {}
+        self._watched: dict[int, tuple[Callable[[int], None], Overrun, float, int | None, bool]] = {}
         self._tokens = itertools.count()
         self._thread: threading.Thread | None = None
 
-    def watch(self, deadline: float, act: Callable[[int], None]) -> tuple[int, Overrun]:
-        """Call `act(1)` at `deadline` (time.monotonic) and `act(2)` a grace later, unless released."""
+    def watch(
+        self,
+        deadline: float,
+        act: Callable[[int], None],
+        *,
+        every: float = GRACE_SECONDS,
+        stages: int | None = 2,
+        inline: bool = False,
+    ) -> tuple[int, Overrun]:
+        """Call `act(1)` at `deadline` (time.monotonic), then `act(2)`, ... `every` seconds apart,
+        `stages` times in all (None: until released), unless released first.
+
+        With `inline`, `act` runs on the watchdog's thread under its lock, so once `release`
+        returns it is not called again; it must be quick and must not block.
+        """
         token = next(self._tokens)
         overrun = Overrun()
         with self._condition:
-            self._watched[token] = (act, overrun)
+            self._watched[token] = (act, overrun, every, stages, inline)
             heapq.heappush(self._heap, (deadline, token))
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="sqladapter-deadlines", daemon=True)
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
             if self._heap[0][1] == token:
                 self._condition.notify()
         return token, overrun
 
     def release(self, token: int) -> None:
+        """Stop watching; with `inline`, once this returns `act` is not called for it again."""
         with self._condition:
             self._watched.pop(token, None)
             if len(self._heap) > 64 and len(self._heap) > 4 * len(self._watched):
@@ -82,15 +99,21 @@ class Watchdog:
                     self._condition.wait(delay)
                     continue
                 heapq.heappop(self._heap)
-                act, overrun = self._watched[token]
+                act, overrun, every, stages, inline = self._watched[token]
                 overrun.stage += 1
-                if overrun.stage < 2:
-                    heapq.heappush(self._heap, (time.monotonic() + GRACE_SECONDS, token))
+                if stages is None or overrun.stage < stages:
+                    heapq.heappush(self._heap, (time.monotonic() + every, token))
                 else:
                     del self._watched[token]
-                # Cancelling opens a connection to the server: never under the lock, never on
-                # this thread, so one slow server cannot delay every other query's deadline.
-                threading.Thread(target=_act, args=(act, overrun.stage), name="sqladapter-cancel", daemon=True).start()
+                if inline:
+                    _act(act, overrun.stage)
+                else:
+                    # Cancelling opens a connection to the server: never under the lock, never on
+                    # this thread, so one slow server cannot delay every other query's deadline.
+                    threading.Thread(target=_act, args=(act, overrun.stage), name="sqladapter-cancel", daemon=True).start()
+                # This daemon thread outlives the interpreter's cleanup; holding `act` (and the
+                # connection it names) while it waits would keep driver objects alive past shutdown.
+                del act
 
 
 def _act(act: Callable[[int], None], stage: int) -> None:

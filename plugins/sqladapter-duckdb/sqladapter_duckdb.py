@@ -13,10 +13,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import datetime as dt
-import heapq
-import itertools
 import json
-import threading
 import time
 from typing import Any, Callable, Iterator
 
@@ -114,69 +111,19 @@ def _close_quietly(raw: Any) -> None:
         raw.close()
 
 
-class _Watchdog:
-    """One daemon thread that interrupts connections whose deadline has passed.
-
-    A thread per query would cost more than a point lookup itself.
-    """
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._heap: list[tuple[float, int]] = []
-        self._watched: dict[int, Any] = {}
-        self._tokens = itertools.count()
-        self._thread: threading.Thread | None = None
-
-    def watch(self, deadline: float, connection: Any) -> int:
-        """Interrupt `connection` at `deadline` (time.monotonic) unless released first."""
-        token = next(self._tokens)
-        with self._condition:
-            self._watched[token] = connection
-            heapq.heappush(self._heap, (deadline, token))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="sqladapter-duckdb-watchdog", daemon=True)
-                self._thread.start()
-            if self._heap[0][1] == token:
-                self._condition.notify()
-        return token
-
-    def release(self, token: int) -> None:
-        """Stop watching; once this returns, that connection is not interrupted for it again."""
-        with self._condition:
-            self._watched.pop(token, None)
-            # Released entries stay in the heap until they surface; rebuild when they dominate.
-            if len(self._heap) > 64 and len(self._heap) > 4 * len(self._watched):
-                self._heap = [entry for entry in self._heap if entry[1] in self._watched]
-                heapq.heapify(self._heap)
-
-    def _run(self) -> None:
-        with self._condition:
-            while True:
-                while self._heap and self._heap[0][1] not in self._watched:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._condition.wait()
-                    continue
-                deadline, token = self._heap[0]
-                delay = deadline - time.monotonic()
-                if delay > 0:
-                    self._condition.wait(delay)
-                    continue
-                heapq.heappop(self._heap)
-                connection = self._watched[token]
-                # Under the lock, so `release` returning means no late interrupt; an interrupt
-                # that lands between two queries is harmless (the next query resets it).
-                with contextlib.suppress(Exception):
-                    connection.interrupt()
-                # DuckDB clears an interrupt when a query starts, so one that arrived before the
-                # query got going is lost: keep interrupting until the query's block releases it.
-                heapq.heappush(self._heap, (time.monotonic() + _REINTERRUPT_SECONDS, token))
-                # This daemon thread outlives the interpreter's cleanup; holding the connection
-                # while it waits would keep DuckDB objects alive past shutdown.
-                del connection
+# Interrupts connections whose deadline has passed. DuckDB clears an interrupt when a query
+# starts, so one that arrived before the query got going is lost: it interrupts again every
+# _REINTERRUPT_SECONDS until the query's block releases it. An interrupt that lands between two
+# queries is harmless (the next query resets it).
+_watchdog = deadlines.Watchdog("sqladapter-duckdb-watchdog")
 
 
-_watchdog = _Watchdog()
+def _interrupter(connection: Any) -> Callable[[int], None]:
+    def interrupt(_stage: int) -> None:
+        with contextlib.suppress(Exception):
+            connection.interrupt()
+
+    return interrupt
 
 
 # -- values: DuckDB's types by the JSON contract ---------------------------------------------
@@ -392,7 +339,9 @@ class DuckDB(Dialect):
     def time_limit(self, connection, timeout_ms: int) -> Iterator[None]:
         deadline = time.monotonic() + timeout_ms / 1000
         connection.info[_DEADLINE] = deadline
-        token = _watchdog.watch(deadline, connection.dbapi_connection)
+        token, _ = _watchdog.watch(
+            deadline, _interrupter(connection.dbapi_connection), every=_REINTERRUPT_SECONDS, stages=None, inline=True
+        )
         try:
             yield
         finally:
