@@ -192,24 +192,20 @@ class _FaultHandler(_Handler):
 
 
 class FaultyConductorServer(ConductorServer):
-    """The test server, plus injected update failures and Conductor's response timeout.
+    """The test server, plus injected update failures, with Conductor's response timeout on.
 
     `faults[task_id]` lists what the next update attempts for that task meet: "500" (refused
     with HTTP 500, not recorded). A task handed out and not updated within
     `response_timeout_seconds` is timed out and a retry (a new taskId, same input) is queued,
-    as Conductor does.
+    as Conductor does (the base server's `enforce_response_timeout`).
     """
 
     handler = _FaultHandler
 
     def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, enforce_response_timeout=True, **kwargs)
         self.faults: dict[str, list[str]] = {}
         self.rejected: list[bytes] = []
-        self.handed_at: dict[str, float] = {}
-        self.timed_out: list[str] = []
-        self.retries: dict[str, str] = {}
-        self._sweeper_stop = threading.Event()
 
     def next_fault(self, raw: bytes) -> str | None:
         import json
@@ -218,45 +214,6 @@ class FaultyConductorServer(ConductorServer):
         with self._lock:
             queue = self.faults.get(task_id)
             return queue.pop(0) if queue else None
-
-    def _take(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
-        taken = super()._take(*args, **kwargs)
-        for task in taken:
-            self.handed_at[task["taskId"]] = time.monotonic()
-        return taken
-
-    def start(self) -> FaultyConductorServer:
-        super().start()
-        threading.Thread(target=self._sweep, name="response-timeout", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self._sweeper_stop.set()
-        super().stop()
-
-    def _sweep(self) -> None:
-        while not self._sweeper_stop.wait(0.2):
-            now = time.monotonic()
-            with self._lock:
-                late = [
-                    task_id
-                    for task_id, at in self.handed_at.items()
-                    if self._tasks[task_id]["status"] == "IN_PROGRESS" and now - at > self.response_timeout_seconds
-                ]
-                for task_id in late:
-                    task = self._tasks[task_id]
-                    task["status"] = "TIMED_OUT"
-                    self.timed_out.append(task_id)
-            for task_id in late:
-                task = self._tasks[task_id]
-                (retry,) = self.add_tasks(
-                    task["taskType"],
-                    [task["inputData"]],
-                    task_ids=[f"{task_id}-retry"],
-                    domain=task.get("domain"),
-                    retryCount=task["retryCount"] + 1,
-                )
-                self.retries[task_id] = retry
 
 
 def _start_worker(server: ConductorServer, data_dir: Path, name: str, **env: str) -> WorkerProcess:
