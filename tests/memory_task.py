@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 import time
 
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+# Run as a script from tests/, whose folder is then first on sys.path.
+from worker_process import memory_kb
 
 
 def main() -> None:
@@ -35,11 +31,11 @@ def main() -> None:
     gc.collect()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-    before = _status_kb("VmRSS")
+    before = memory_kb(os.getpid(), "VmRSS")
     started = time.perf_counter()
     out = run_query(task, query=request["query"], max_rows=request["max_rows"])
     elapsed = time.perf_counter() - started
-    peak = _status_kb("VmHWM")
+    peak = memory_kb(os.getpid(), "VmHWM")
     print(
         json.dumps(
             {
