@@ -376,3 +376,12 @@ def test_non_ascii_spaces_outside_strings_are_refused_and_inside_them_kept(peopl
         run_query(connection_string="fake_people.db", query=query)
     out = run_query(connection_string="fake_people.db", query=f"SELECT 'a{space}b' AS v")
     assert out["rows"] == [{"v": f"a{space}b"}]
+
+
+@pytest.mark.servers
+def test_placeholders_after_non_ascii_text_are_found_on_every_dialect(any_target):
+    # The scanners report offsets in characters; a byte count would put them after 'é漢🙂'.
+    out = run_query(connection_string=any_target, query="SELECT 'é漢🙂' AS a, :x AS b", parameters={"x": "z"})
+    assert out["rows"] == [{"a": "é漢🙂", "b": "z"}]
+    out = run_query(connection_string=any_target, query="SELECT 'ü' AS a, ? AS b", parameters=[7])
+    assert out["rows"] == [{"a": "ü", "b": 7}]

@@ -217,69 +217,66 @@ def _shut_socket(fd: int) -> None:
             sock.close()
 
 
-def _scan(data: bytes) -> list[Any]:
+# pglast's scanner reports token offsets in characters of the text (inclusive ends), so all of
+# this works on the str itself.
+
+
+def _scan(sql: str) -> list[Any]:
     try:
-        return list(pg_parser.scan(data.decode("utf-8")))
+        return list(pg_parser.scan(sql))
     except pglast.parser.ParseError as exc:
         raise QueryError(f"postgresql: cannot parse the query: {guard.first_line(exc)}") from None
 
 
-def _parse(data: bytes) -> Any:
+def _parse(sql: str) -> Any:
     try:
-        return pglast.parse_sql(data.decode("utf-8"))
+        return pglast.parse_sql(sql)
     except pglast.parser.ParseError as exc:
         raise QueryError(f"postgresql: cannot parse the query: {guard.first_line(exc)}") from None
     except RecursionError:
         raise InputError("the query is nested too deeply to parse: flatten the expression") from None
 
 
-def _text(token: Any, data: bytes) -> bytes:
-    return data[token.start : token.end + 1]
+def _text(token: Any, sql: str) -> str:
+    return sql[token.start : token.end + 1]
 
 
-def _quoted(token: Any, data: bytes) -> bool:
+def _quoted(token: Any, sql: str) -> bool:
     # String constants, and identifiers written in double quotes (plain ones hold no spaces).
-    return token.name in _QUOTED_TOKENS or (token.name in ("IDENT", "UIDENT") and _text(token, data)[:1] in (b'"', b"U", b"u"))
+    return token.name in _QUOTED_TOKENS or (token.name in ("IDENT", "UIDENT") and sql[token.start] in '"Uu')
 
 
-def _char_spans(data: bytes, tokens: Any) -> list[tuple[int, int]]:
-    # The scanner counts bytes of UTF-8; the guard's character check counts characters.
-    return [(len(data[: t.start].decode("utf-8")), len(data[: t.end + 1].decode("utf-8"))) for t in tokens]
-
-
-def _placeholders(tokens: list[Any], data: bytes) -> list[tuple[int, int, str]]:
-    """(start, end, name) in bytes of each `?` and `:name`, as PostgreSQL's own scanner reads the text."""
+def _placeholders(tokens: list[Any], sql: str) -> list[tuple[int, int, str]]:
+    """(start, end, name) of each `?` and `:name`, as PostgreSQL's own scanner reads the text."""
     spans = []
     for i, token in enumerate(tokens):
-        text = _text(token, data)
-        if token.name == "Op" and text == b"?":
+        text = _text(token, sql)
+        if token.name == "Op" and text == "?":
             spans.append((token.start, token.end + 1, ""))
-        elif text == b":" and i + 1 < len(tokens):
+        elif text == ":" and i + 1 < len(tokens):
             following = tokens[i + 1]
-            name = _text(following, data).decode("utf-8")
+            name = _text(following, sql)
             if following.start == token.end + 1 and _NAME.match(name):
                 spans.append((token.start, following.end + 1, name))
     return spans
 
 
-def _replace(data: bytes, spans: list[tuple[int, int, str]], numbers: list[int]) -> bytes:
+def _replace(sql: str, spans: list[tuple[int, int, str]], numbers: list[int]) -> str:
     parts, position = [], 0
     for (start, end, _), number in zip(spans, numbers):
-        parts += [data[position:start], b"$%d" % number]
+        parts += [sql[position:start], f"${number}"]
         position = end
-    parts.append(data[position:])
-    return b"".join(parts)
+    parts.append(sql[position:])
+    return "".join(parts)
 
 
 def _params(canonical: str) -> list[tuple[int, int, int]]:
-    """(start, end, number) in characters of each $n in the canonical text."""
-    data = canonical.encode("utf-8")
-    found = []
-    for token in pg_parser.scan(canonical):
-        if token.name == "PARAM":
-            start, end = _char_spans(data, [token])[0]
-            found.append((start, end, int(canonical[start + 1 : end])))
-    return found
+    """(start, end, number) of each $n in the canonical text."""
+    return [
+        (token.start, token.end + 1, int(canonical[token.start + 1 : token.end + 1]))
+        for token in pg_parser.scan(canonical)
+        if token.name == "PARAM"
+    ]
 
 
 def _walk(node: Any) -> Iterator[Any]:
@@ -341,10 +338,9 @@ class PostgreSQL(Dialect):
 
     def compile(self, sql, allowed):
         guard.check_nesting(sql)
-        data = sql.encode("utf-8")
-        tokens = _scan(data)
-        guard.check_characters(sql, _char_spans(data, (t for t in tokens if _quoted(t, data))))
-        spans = _placeholders(tokens, data)
+        tokens = _scan(sql)
+        guard.check_characters(sql, ((t.start, t.end + 1) for t in tokens if _quoted(t, sql)))
+        spans = _placeholders(tokens, sql)
         names = [name for _, _, name in spans]
         if names and all(names):
             style = "named"
@@ -361,11 +357,11 @@ class PostgreSQL(Dialect):
             style, marks, by_number = None, [], {}
         if any(t.name == "PARAM" for t in tokens):
             raise InputError("write parameters as :name (with an object) or ? (with a list), not $1")
-        marked = _replace(data, spans, marks)
+        marked = _replace(sql, spans, marks)
         tree = _parse(marked)
         guard.check(self, tree, allowed)
         canonical = RawStream()(tree)
-        if _parse(canonical.encode("utf-8")) != tree:
+        if _parse(canonical) != tree:
             raise QueryError(
                 "the query cannot be written out unambiguously for the database; simplify it "
                 "(this is a guard against parser differences, not a syntax error)"
