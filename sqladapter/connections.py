@@ -127,8 +127,9 @@ _HOST = re.compile(r"^[A-Za-z0-9.\-_%]*$")
 def check_unambiguous(name: str, text: str) -> None:
     """Refuse a configured URL whose user name or password would be read as part of the host.
 
-    An unencoded `@`, `:` or `/` in a password moves the split between credentials and host,
-    and the driver then names the "host" (a piece of the password) in its errors.
+    An unencoded `@` in a password moves the split between credentials and host, and the
+    driver then names the "host" (a piece of the password) in its errors; spaces and non-ASCII
+    letters are read differently by different clients.
     """
     if not _SCHEME.match(text):
         return
@@ -136,8 +137,7 @@ def check_unambiguous(name: str, text: str) -> None:
         url = make_url(text)
     except (ArgumentError, ValueError):
         url = None
-    authority = text.split("://", 1)[1].split("?", 1)[0]
-    credentials = authority.rsplit("@", 1)[0] if "@" in authority else ""
+    credentials = _credentials(text)
     host = "" if url is None or url.host is None else url.host
     ipv6 = ":" in host and all(c in "0123456789abcdefABCDEF:." for c in host)
     host_ok = url is not None and (ipv6 or _HOST.match(host) is not None)
@@ -151,31 +151,26 @@ def check_unambiguous(name: str, text: str) -> None:
 
 def check_named_connections(settings: Settings) -> list[str]:
     """Every named connection the worker has, each checked; the names. Run at worker start."""
-    names = [
-        key[len("SQLADAPTER_CONNECTION_") :].lower().replace("_", "-")
-        for key in os.environ
-        if key.startswith("SQLADAPTER_CONNECTION_") and not key.endswith("_WRITABLE")
-    ]
+    prefix = "SQLADAPTER_CONNECTION_"
+    # The environment wins over the file, as in named_connection.
+    found = {key[len(prefix) :].lower().replace("_", "-"): text for key, text in os.environ.items() if key.startswith(prefix)}
     if settings.connections_file is not None:
-        names += list(_connections_file(str(settings.connections_file)))
-    for name in names:
-        text = os.environ.get("SQLADAPTER_CONNECTION_" + name.upper().replace("-", "_"))
-        if text is None and settings.connections_file is not None:
-            text = _connections_file(str(settings.connections_file)).get(name)
-        if text:
-            check_unambiguous(name, text)
-    return names
+        for name, text in _connections_file(str(settings.connections_file)).items():
+            found.setdefault(name, text)
+    for name, text in found.items():
+        check_unambiguous(name, text)
+    return list(found)
+
+
+def _credentials(text: str) -> str:
+    """The `user:password` part of a URL as written, before any decoding; "" when it has none."""
+    authority = text.split("://", 1)[1].split("?", 1)[0] if _SCHEME.match(text) else ""
+    return authority.rsplit("@", 1)[0] if "@" in authority else ""
 
 
 def _credential_fragments(text: str) -> tuple[str, ...]:
     """The configured credentials as written, and their pieces: none of them may appear in a message."""
-    if not _SCHEME.match(text):
-        return ()
-    authority = text.split("://", 1)[1].split("?", 1)[0]
-    if "@" not in authority:
-        return ()
-    credentials = authority.rsplit("@", 1)[0]
-    _, _, password = credentials.partition(":")
+    _, _, password = _credentials(text).partition(":")
     pieces = {password, *re.split(r"[@:/]", password)}
     return tuple(sorted((p for p in pieces if len(p) >= 3), key=len, reverse=True))
 
