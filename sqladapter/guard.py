@@ -68,8 +68,7 @@ _READ_NODES = _classes(
     "JSONKeyValue JSONObject JSONArray ArrayContains ArrayContainsAll ArrayOverlaps JSONExtract JSONExtractScalar JSONBExtract "
     "JSONBExtractScalar JSONPath JSONPathKey JSONPathRoot JSONPathSubscript JSONPathWildcard "
     "JSONPathSlice JSONPathFilter JSONPathScript JSONPathSelector JSONPathUnion JSONPathRecursive "
-    "Case If Cast TryCast Extract Lambda Filter WithinGroup IgnoreNulls RespectNulls HavingMax "
-    "Order Ordered Concat Coalesce"
+    "Case If Cast TryCast Extract Lambda Filter WithinGroup IgnoreNulls RespectNulls HavingMax"
 )
 
 # sqlglot function classes that are syntax of the language rather than calls of a catalog
@@ -91,6 +90,8 @@ _EXPLAIN = re.compile(
     r"^\s*explain\b((?:\s+(?:query\s+plan|analyze|verbose|extended|format\s*=?\s*\w+)\b|\s*\([A-Za-z0-9_ ,]*\))*)",
     re.IGNORECASE,
 )
+
+_EXPLAIN_WORD = re.compile(r"\s*explain\b", re.IGNORECASE)
 
 _EXECUTABLE_COMMENT = ("!", "M!")
 
@@ -191,7 +192,7 @@ def compile_sqlglot(sql: str, grammar: str, allowed: frozenset[str], dialect: Di
     # Every placeholder becomes named before parsing, so that its place in the canonical text
     # is known by name whatever order the generator writes the clauses in.
     marked = _replace_spans(sql, spans, [f"{marker}{name}" for name in names])
-    explain, body = _split_explain(marked, glot)
+    explain, body = _split_explain(marked)
     tree = _parse_one(glot, body, grammar)
     check(dialect, tree, allowed)
     # The text that runs is sqlglot's own rendering of the tree, and it must be a fixed point:
@@ -238,16 +239,15 @@ def _parse_one(glot: Any, sql: str, grammar: str) -> exp.Expression:
     return statements[0]
 
 
-def _split_explain(sql: str, glot: Any) -> tuple[str, str]:
+def _split_explain(sql: str) -> tuple[str, str]:
     """("EXPLAIN <options> ", the statement explained), or ("", sql)."""
-    tokens = glot.tokenize(sql) if sql.lstrip()[:7].lower() == "explain" else []
-    if not tokens or tokens[0].text.upper() != "EXPLAIN":
+    if _EXPLAIN_WORD.match(sql) is None:
         return "", sql
     match = _EXPLAIN.match(sql)
     if match is None:
         raise NotReadOnlyError("EXPLAIN with these options is not accepted; use EXPLAIN SELECT ...")
     options = " ".join(match.group(1).split())
-    return ("EXPLAIN " + options + " ").replace("  ", " "), sql[match.end() :]
+    return (f"EXPLAIN {options} " if options else "EXPLAIN "), sql[match.end() :]
 
 
 def check(dialect: Dialect, tree: Any, allowed: frozenset[str]) -> None:
