@@ -152,7 +152,9 @@ class Dialect:
         own limit did not stop it), and with `end_session` one grace period later if it still
         runs. Cancel the statement the way the database allows from outside (a cancel request,
         KILL QUERY from a control connection made with `engine`), and with `end_session` end the
-        session itself, so that the blocked driver call returns. The default does nothing.
+        session itself, so that the blocked driver call returns. A dialect whose own time limit
+        already stops whatever it can (SQLite's progress handler, DuckDB's interrupt) leaves
+        this alone, and its queries are then not watched at all.
         """
 
     def fetch(

@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 import orjson
 
 from . import connections, deadlines, jsontypes, statements
-from .dialect import output_budget
+from .dialect import Dialect, output_budget
 from .errors import (
     ConnectionConfigError,
     DatabaseUnavailableError,
@@ -234,6 +234,8 @@ def _fit_output(output: dict[str, Any], budget: int) -> None:
 
 def _execute(target: connections.Target, sql: str, params: Any, limit: int, timeout_ms: int) -> tuple[Any, list]:
     dialect, engine = target.dialect, target.engine
+    # Only a dialect that can end a statement from outside is watched past its own limit.
+    ends_from_outside = type(dialect).cancel is not Dialect.cancel
     # A pooled connection may have died while idle (server restart, idle timeout). The query
     # is read-only, so running it again on a fresh connection is safe: once, and only when the
     # failed connection had already served a query before.
@@ -243,15 +245,19 @@ def _execute(target: connections.Target, sql: str, params: Any, limit: int, time
         except Exception as exc:
             raise _classify(target, exc, connecting=True) from None
         raw = connection.dbapi_connection
-        token, overrun = deadlines.watchdog.watch(
-            time.monotonic() + timeout_ms / 1000 + deadlines.GRACE_SECONDS,
-            lambda stage: dialect.cancel(engine, raw, end_session=stage >= 2),
-        )
+        if ends_from_outside:
+            token, overrun = deadlines.watchdog.watch(
+                time.monotonic() + timeout_ms / 1000 + deadlines.GRACE_SECONDS,
+                lambda stage: dialect.cancel(engine, raw, end_session=stage >= 2),
+            )
+        else:
+            token, overrun = None, _NOT_WATCHED
         try:
             with dialect.time_limit(connection, timeout_ms):
                 description, rows = dialect.fetch(connection, sql, params, limit)
         except Exception as exc:
-            deadlines.watchdog.release(token)
+            if token is not None:
+                deadlines.watchdog.release(token)
             if overrun.stage:
                 raise _overran(target, connection, kept, timeout_ms, overrun) from None
             disconnected = _is_disconnect(engine, exc, connection)
@@ -263,7 +269,8 @@ def _execute(target: connections.Target, sql: str, params: Any, limit: int, time
                 log.info("%s: pooled connection was lost; retrying once on a new one", dialect.name)
                 continue
             raise _classify(target, exc) from None
-        deadlines.watchdog.release(token)
+        if token is not None:
+            deadlines.watchdog.release(token)
         if overrun.stage:  # an answer that came back after the cancel is not the query's answer
             raise _overran(target, connection, kept, timeout_ms, overrun)
         if connection.dbapi_connection is not None:  # not invalidated by the dialect
@@ -275,6 +282,9 @@ def _execute(target: connections.Target, sql: str, params: Any, limit: int, time
         connections.checkin(target, connection, kept)
         return description, rows if type(rows) is list else list(rows)
     raise AssertionError("unreachable")
+
+
+_NOT_WATCHED = deadlines.Overrun()  # stage 0 for good: a query no watchdog looks after
 
 
 def _overran(target: connections.Target, connection: Any, kept: bool, timeout_ms: int, overrun: Any) -> QueryTimeoutError:

@@ -162,8 +162,17 @@ class _Deadline:
     def __enter__(self) -> None:
         self.at = time.monotonic() + self.seconds
 
-    def __exit__(self, *_exc: object) -> None:
+    def __exit__(self, exc_type: object, *_exc: object) -> None:
+        late = exc_type is None and time.monotonic() > self.at
         self.at = math.inf
+        if late:
+            # Work inside one function call (a LIKE over megabytes) never reaches the progress
+            # handler: the answer came after the limit, so the task reports the limit, as it
+            # would have had the statement been stopped.
+            raise errors.QueryTimeoutError(
+                f"sqlite: the query ran past its {self.seconds * 1000:.0f} ms time limit inside one call "
+                "that SQLite does not interrupt; make the query cheaper or raise timeout_ms"
+            )
 
 
 _DEADLINE = "sqladapter.sqlite.deadline"
@@ -233,10 +242,6 @@ class SQLite(Dialect):
 
     def column_type(self, column, sample):
         return _STORAGE_CLASSES.get(type(sample)) or super().column_type(column, sample)
-
-    def cancel(self, engine, dbapi_connection, *, end_session):
-        # Thread-safe in sqlite3; it takes effect at the next virtual machine step.
-        dbapi_connection.interrupt()
 
     def classify(self, exc):
         if not isinstance(exc, sqlite3.Error):
