@@ -88,7 +88,8 @@ def _duckdb_driver(path: Path, rows: int) -> Callable[[], Any]:
 def _seed(database: str, rows: int, settings: Settings) -> Callable[[], Any]:
     def call() -> None:
         _remove(settings.data_dir / database)
-        (result,) = seed(database, rows=rows, random_seed=1, force=True, settings=settings)
+        with Runtime(settings) as runtime:
+            (result,) = seed(database, rows=rows, random_seed=1, force=True, runtime=runtime)
         assert result.rows == rows
 
     return call

@@ -1,8 +1,10 @@
 """sqladapter: run one parameterized, read-only SQL query as a workflow task, get JSON rows.
 
-`from sqladapter import hookimpl, Dialect` is all a dialect plugin needs.
+`from sqladapter import hookimpl, Dialect` is all a dialect plugin needs; every name a plugin
+may import is in `__all__`. `Runtime` is the object a worker process runs tasks with, and
+`run_query` runs one on a default Runtime made on first use.
 
-`run_query`, `Dialect` and `__version__` are looked up on first use. The first two load
+`Runtime`, `run_query`, `Dialect` and `__version__` are looked up on first use. Most of them load
 SQLAlchemy and sqlglot, the last importlib.metadata, and every `import sqladapter.<module>` runs
 this file first: importing them here would make `sqladapter --help`, and any module that only
 needs the errors or settings, wait for the whole database stack.
@@ -27,11 +29,17 @@ from .hookspecs import hookimpl
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .dialect import Dialect
-    from .query import run_query
+    from .dialect import BulkLoader, Dialect, Limits
+    from .runtime import Runtime, run_query
 
 # Public names that are imported when first asked for, and the module that defines each.
-_LAZY = {"Dialect": ".dialect", "run_query": ".query"}
+_LAZY = {
+    "BulkLoader": ".dialect",
+    "Dialect": ".dialect",
+    "Limits": ".dialect",
+    "Runtime": ".runtime",
+    "run_query": ".runtime",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -61,19 +69,25 @@ def _installed_version() -> str:
 
 
 __all__ = [
+    "BulkLoader",
     "ConnectionConfigError",
     "DatabaseUnavailableError",
     "Dialect",
     "InputError",
+    "Limits",
     "LockTimeoutError",
     "NotReadOnlyError",
     "PermissionDeniedError",
     "QueryError",
     "QueryTimeoutError",
+    "Runtime",
     "Settings",
     "SqlAdapterError",
     "UnknownDialectError",
     "__version__",
+    "deadlines",
+    "guard",
     "hookimpl",
+    "jsontypes",
     "run_query",
 ]

@@ -70,7 +70,7 @@ def query(connection, sql, params, params_json, max_rows, timeout_ms, shape, fet
     CONNECTION is a URL (sqlite:///fake_people.db), a database file path (fake_people.db),
     or @NAME for the named connection SQLADAPTER_CONNECTION_NAME.
     """
-    from .query import run_query
+    from .runtime import run_query
 
     task_input: dict[str, Any] = {**_connection_input(connection), "query": sql}
     parameters: Any = None
@@ -100,9 +100,9 @@ def query(connection, sql, params, params_json, max_rows, timeout_ms, shape, fet
 @click.option("--all", "include_builtins", is_flag=True, help="Include the built-in plugins.")
 def plugins(include_builtins: bool) -> None:
     """List installed plugins and the dialects they provide, as JSON."""
-    from .plugins import list_plugins
+    from .runtime import default
 
-    _print_json(list_plugins(include_builtins))
+    _print_json(default().plugins(include_builtins))
 
 
 @cli.command()
@@ -247,11 +247,10 @@ def worker(engine, task_names, threads, processes, domain, poll_interval, regist
 def _check_named_connections() -> None:
     # A named connection whose URL cannot be read unambiguously would fail every task that
     # uses it: refuse to start instead, saying which one and how to fix it.
-    from .connections import check_named_connections
-    from .settings import Settings
+    from .runtime import default
 
     try:
-        check_named_connections(Settings.from_env())
+        default().pools.check_named_connections()
     except SqlAdapterError as exc:
         _fail(exc)
 

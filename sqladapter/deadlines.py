@@ -3,7 +3,7 @@
 Each dialect's own time limit (statement_timeout, max_statement_time, a progress handler, an
 interrupt) stops almost every query. Some work happens inside one function call that never
 looks at the limit (a string search over megabytes), and then the server runs on. One daemon
-thread watches every running query; at `timeout_ms + GRACE_SECONDS` it asks the dialect to
+thread per `Runtime` watches every running query; at `timeout_ms + GRACE_SECONDS` it asks the dialect to
 cancel the statement from outside (`Dialect.cancel`), and one grace period later to end the
 whole session. The task then reports a time-limit error: it ends within
 `timeout_ms + 2 * GRACE_SECONDS` plus the time the database takes to act on the cancel.
@@ -49,6 +49,7 @@ class Watchdog:
         self._watched: dict[int, tuple[Callable[[int], None], Overrun, float, int | None, bool]] = {}
         self._tokens = itertools.count()
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def watch(
         self,
@@ -71,7 +72,7 @@ class Watchdog:
             self._watched[token] = (act, overrun, every, stages, inline)
             heapq.heappush(self._heap, (deadline, token))
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread = threading.Thread(target=self._run, args=(self._stop,), name=self._name, daemon=True)
                 self._thread.start()
             if self._heap[0][1] == token:
                 self._condition.notify()
@@ -85,9 +86,21 @@ class Watchdog:
                 self._heap = [entry for entry in self._heap if entry[1] in self._watched]
                 heapq.heapify(self._heap)
 
-    def _run(self) -> None:
+    def close(self) -> None:
+        """Stop watching everything and let the thread end; a later `watch` starts it again."""
         with self._condition:
-            while True:
+            self._watched.clear()
+            self._heap.clear()
+            self._stop.set()
+            self._stop = threading.Event()  # for the thread a later watch() starts
+            thread, self._thread = self._thread, None
+            self._condition.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(1.0)
+
+    def _run(self, stop: threading.Event) -> None:
+        with self._condition:
+            while not stop.is_set():
                 while self._heap and self._heap[0][1] not in self._watched:
                     heapq.heappop(self._heap)
                 if not self._heap:
@@ -122,5 +135,3 @@ def _act(act: Callable[[int], None], stage: int) -> None:
     except Exception:
         log.warning("could not end a query past its time limit (stage %d)", stage, exc_info=True)
 
-
-watchdog = Watchdog()

@@ -9,8 +9,9 @@ and time-limited, how its values become JSON, and which of its errors are worth 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
-import contextvars
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
 import orjson
@@ -22,13 +23,30 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
     from sqlalchemy.pool import PoolProxiedConnection
 
-__all__ = ["Dialect"]
+__all__ = ["BulkLoader", "Dialect", "Limits"]
 
 # A DB-API cursor.description entry: (name, type_code, display_size, internal_size, precision, scale, null_ok)
 ColumnDescription = Sequence[Any]
 
-#: The output byte budget of the query being run, set by `run_query` around the fetch.
-output_budget: contextvars.ContextVar[int | None] = contextvars.ContextVar("sqladapter_output_budget", default=None)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one task may take, handed to the dialect with the query it runs."""
+
+    #: Rows to read at most: the task's max_rows plus one, so that a longer result shows.
+    rows: int
+    #: The task's time limit.
+    timeout_ms: int
+    #: Stop reading rows once they hold this many bytes of JSON (SQLADAPTER_MAX_OUTPUT_BYTES).
+    output_bytes: int
+    #: When the time limit runs out, on the time.monotonic() clock.
+    deadline: float
+
+
+#: connection.info key set by `Dialect.give_up`: the connection left its pool while a call still
+#: runs on it, and it closes once that call ends.
+ABANDONED = "sqladapter.abandoned"
 
 # Rows asked of the driver at once by `Dialect.fetch_rows`: the first chunk, and the most.
 _FIRST_CHUNK = 16
@@ -64,8 +82,9 @@ class Dialect:
     name: ClassVar[str] = ""
     #: URL schemes (SQLAlchemy drivernames) this dialect claims: ("sqlite", "sqlite+pysqlite").
     backends: ClassVar[tuple[str, ...]] = ()
-    #: The SQLAlchemy drivername the engine is made with, whichever claimed scheme the user wrote.
-    driver: ClassVar[str] = ""
+    #: The SQLAlchemy drivername (URL scheme) the engine is made with, whichever claimed scheme
+    #: the user wrote: "postgresql+psycopg".
+    drivername: ClassVar[str] = ""
     #: File extensions claimed for bare paths (".db"). Non-empty means the database is a file,
     #: and inline paths are confined to the data directory.
     extensions: ClassVar[tuple[str, ...]] = ()
@@ -86,8 +105,8 @@ class Dialect:
     #: when the driver stops reading (a streamed PostgreSQL query can only be cancelled): the
     #: core then appends LIMIT max_rows + 1 to a top-level SELECT without a LIMIT of its own.
     row_limit_in_sql: ClassVar[bool] = False
-    #: Distribution to pip install for this dialect, named in hints.
-    package: ClassVar[str] = ""
+    #: How `sqladapter seed` writes this database's demo tables (the only writes it makes).
+    bulk_loader: ClassVar[BulkLoader]
 
     # -- engines -------------------------------------------------------------------------------
 
@@ -112,7 +131,7 @@ class Dialect:
 
     def url_for_path(self, path: str) -> URL:
         """The URL for a bare database file path this dialect claims by extension."""
-        return sqlalchemy.engine.URL.create(self.driver, database=path)
+        return sqlalchemy.engine.URL.create(self.drivername, database=path)
 
     # -- checking a query ----------------------------------------------------------------------
 
@@ -140,9 +159,9 @@ class Dialect:
     # -- running a query -----------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def time_limit(self, connection: PoolProxiedConnection, timeout_ms: int) -> Iterator[None]:
-        """Stop a statement run inside this block after `timeout_ms`; a stopped statement must
-        raise an error that `classify` reports as `QueryTimeoutError`."""
+    def time_limit(self, connection: PoolProxiedConnection, limits: Limits) -> Iterator[None]:
+        """Stop a statement run inside this block after `limits.timeout_ms`; a stopped statement
+        must raise an error that `classify` reports as `QueryTimeoutError`."""
         yield
 
     def cancel(self, engine: Engine, dbapi_connection: Any, *, end_session: bool) -> None:
@@ -158,24 +177,24 @@ class Dialect:
         """
 
     def fetch(
-        self, connection: PoolProxiedConnection, sql: str, params: Any, limit: int
+        self, connection: PoolProxiedConnection, sql: str, params: Any, limits: Limits
     ) -> tuple[Sequence[ColumnDescription], list[Sequence[Any]]]:
-        """Execute `sql` and return (cursor.description, at most `limit` rows).
+        """Execute `sql` and return (cursor.description, at most `limits.rows` rows).
 
-        Never fetch more than `limit` rows from the driver: override with a streaming or
-        server-side cursor where the driver would otherwise buffer the whole result.
+        Read through `fetch_rows`, which stops at `limits.output_bytes`; override with a
+        streaming or server-side cursor where the driver would otherwise buffer the whole result.
         """
         cursor = connection.cursor()
         try:
-            return self.execute_and_fetch(cursor, sql, params, limit)
+            return self.execute_and_fetch(cursor, sql, params, limits)
         finally:
             cursor.close()
 
     def execute_and_fetch(
-        self, cursor: Any, sql: str, params: Any, limit: int
+        self, cursor: Any, sql: str, params: Any, limits: Limits
     ) -> tuple[Sequence[ColumnDescription], list[Sequence[Any]]]:
         """Execute on anything with the DB-API `execute`/`description`/`fetchmany` (a cursor,
-        or a DuckDB connection) and read at most `limit` rows."""
+        or a DuckDB connection) and read the rows through `fetch_rows`."""
         if params is None:
             cursor.execute(sql)
         else:
@@ -183,19 +202,17 @@ class Dialect:
         description = cursor.description
         if description is None:
             return (), []
-        return description, self.fetch_rows(cursor.fetchmany, limit)
+        return description, self.fetch_rows(cursor.fetchmany, limits)
 
-    def fetch_rows(self, fetchmany: Callable[[int], Sequence[Any]], limit: int) -> list[Any]:
-        """At most `limit` rows from a cursor's `fetchmany`, read in chunks.
+    def fetch_rows(self, fetchmany: Callable[[int], Sequence[Any]], limits: Limits) -> list[Any]:
+        """At most `limits.rows` rows from a cursor's `fetchmany`, read in chunks.
 
-        Reading stops early once the rows read hold more JSON than the task's output budget
-        (SQLADAPTER_MAX_OUTPUT_BYTES) can carry: the budget would drop the rest anyway, and so a
-        result of a few hundred one-megabyte rows never sits whole in the worker's memory. The
-        output is then over budget, so run_query trims it and marks it truncated.
+        Reading stops early once the rows read hold more JSON than `limits.output_bytes`: the
+        output budget would drop the rest anyway, and so a result of a few hundred one-megabyte
+        rows never sits whole in the worker's memory. The output is then over budget, and the
+        core trims it and marks it truncated.
         """
-        budget = output_budget.get()
-        if budget is None:
-            return list(fetchmany(limit))
+        limit, budget = limits.rows, limits.output_bytes
         rows: list[Any] = []
         size = 0
         chunk = min(limit, _FIRST_CHUNK)
@@ -211,7 +228,18 @@ class Dialect:
             average = size // len(rows) + 1
             chunk = max(1, min(limit - len(rows), chunk * 4, _MAX_CHUNK, (budget - size) // average + 1))
 
-    def keeps_connection(self, connection: PoolProxiedConnection) -> bool:
+    def give_up(self, connection: PoolProxiedConnection, call: concurrent.futures.Future[Any]) -> None:
+        """Leave `connection` to a driver call still running on another thread, past its deadline.
+
+        The connection leaves its pool at once, is never used again, and is closed once `call`
+        ends. For a dialect whose `fetch` waits on a thread of its own (DuckDB).
+        """
+        raw = connection.dbapi_connection
+        connection.detach()
+        connection.info[ABANDONED] = True
+        call.add_done_callback(lambda _: _close_quietly(raw))
+
+    def thread_may_keep(self, connection: PoolProxiedConnection) -> bool:
         """Whether a worker thread may keep this connection between queries, out of the pool.
 
         Say yes only where `fetch` leaves nothing open behind it (no transaction, autocommit or
@@ -238,10 +266,25 @@ class Dialect:
         """Map a driver exception to an error class with its code, or None for the default."""
         return None
 
-    # -- seeding: the only writes, on a read-write connection ----------------------------------
+    def close(self) -> None:
+        """Release what this dialect holds (threads, control connections); its Runtime is closing."""
+
+    def __repr__(self) -> str:
+        return f"<Dialect {self.name}>"
+
+
+def _close_quietly(raw: Any) -> None:
+    with contextlib.suppress(Exception):
+        raw.close()
+
+
+class BulkLoader:
+    """How `sqladapter seed` writes a table: the only writes sqladapter makes, on a read-write
+    connection of their own. A dialect whose database has a faster bulk path overrides it."""
 
     def bulk_insert(
         self,
+        dialect: Dialect,
         dbapi_connection: Any,
         table: str,
         columns: Sequence[str],
@@ -251,7 +294,7 @@ class Dialect:
 
         `table` and `columns` arrive quoted. Override with the database's bulk path (COPY, ...).
         """
-        marks = ", ".join(_placeholders(self.paramstyles, len(columns)))
+        marks = ", ".join(_placeholders(dialect.paramstyles, len(columns)))
         sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
         cursor = dbapi_connection.cursor()
         count = 0
@@ -272,8 +315,8 @@ class Dialect:
         connection.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(table)}")
         connection.exec_driver_sql(f"ALTER TABLE {quote(staging)} RENAME TO {quote(table)}")
 
-    def __repr__(self) -> str:
-        return f"<Dialect {self.name}>"
+
+Dialect.bulk_loader = BulkLoader()
 
 
 def _placeholders(paramstyles: Sequence[str], count: int) -> list[str]:

@@ -16,9 +16,12 @@ import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .errors import InputError, SqlAdapterError
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
 
 # Installed wheels carry the workflows inside the package; a source checkout keeps them at the top.
 _HERE = Path(__file__).resolve().parent
@@ -161,8 +164,10 @@ def run_workflow(
     workflow_input: Mapping[str, Any] | None = None,
     *,
     task_names: Iterable[str] = (),
+    runtime: Runtime | None = None,
 ) -> WorkflowRun:
-    """Run a workflow definition (a file or a dict) locally; the query tasks run for real."""
+    """Run a workflow definition (a file or a dict) locally; the query tasks run for real, on
+    `runtime` (the default one if none)."""
     from .engines import TASK_NAME
 
     definition = load_workflow(workflow) if isinstance(workflow, (str, Path)) else dict(workflow)
@@ -184,7 +189,7 @@ def run_workflow(
     for task in definition["tasks"]:
         ref = task["taskReferenceName"]
         input_data = resolve(task.get("inputParameters") or {}, context)
-        result = _execute(task["name"], ref, workflow_id, input_data)
+        result = _execute(runtime, task["name"], ref, workflow_id, input_data)
         output = result.output_data or {}
         runs.append(TaskRun(ref, task["name"], result.status, input_data, output, result.reason_for_incompletion))
         context[ref] = {"input": input_data, "output": output, "status": result.status}
@@ -202,12 +207,13 @@ def run_workflow(
     return WorkflowRun(workflow_id, definition["name"], definition.get("version"), status, output, runs, reason, error)
 
 
-def _execute(task_type: str, ref: str, workflow_id: str, input_data: dict[str, Any]) -> Any:
+def _execute(runtime: Runtime | None, task_type: str, ref: str, workflow_id: str, input_data: dict[str, Any]) -> Any:
     # The Conductor worker's own function, so status mapping and error output are the ones
     # a server would record.
     from conductor.client.http.models.task import Task
 
-    from .engines.conductor import execute_query_task
+    from .engines.conductor import run_task
+    from .runtime import default
 
     task = Task(
         task_id=f"{ref}-{uuid.uuid4().hex[:8]}",
@@ -219,7 +225,7 @@ def _execute(task_type: str, ref: str, workflow_id: str, input_data: dict[str, A
         status="IN_PROGRESS",
         worker_id="local",
     )
-    return execute_query_task(task)
+    return run_task(runtime or default(), task)
 
 
 def _check_supported(definition: Mapping[str, Any], served: set[str]) -> None:

@@ -25,9 +25,12 @@ import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import orjson
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
 
 #: Environment variable of the metrics port, the same as --metrics-port.
 PORT_VARIABLE = "SQLADAPTER_METRICS_PORT"
@@ -140,12 +143,9 @@ class WorkerMetrics:
                 self.truncations.labels(task_name, dialect).inc()
         if error_type is not None:
             self.errors.labels(task_name, dialect, error_type).inc()
-        self.record_connections()
 
-    def record_connections(self) -> None:
-        from .connections import open_connections
-
-        counts = open_connections()
+    def record_connections(self, counts: Mapping[str, int]) -> None:
+        """The connections a Runtime holds open, by dialect (Pools.open_connections)."""
         with self._lock:
             self._dialects_seen.update(counts)
             # A dialect whose last connection closed reads 0, not its last count.
@@ -187,23 +187,20 @@ class PollListener:
         worker_metrics().update_failures.labels(event.task_type).inc()
 
 
-def dialect_of(task_input: Mapping[str, Any]) -> str:
+def dialect_of(runtime: Runtime, task_input: Mapping[str, Any]) -> str:
     """The dialect a task input names, for labelling a failed task; "unknown" when it names none.
 
     Reads only the connection string's scheme or extension (or the named connection's): it
     never opens an engine for an input the query refused.
     """
-    from . import connections, plugins
-    from .settings import Settings
-
     try:
         text = task_input.get("connection_string")
         name = task_input.get("connection")
         if text is None and isinstance(name, str):
-            text = connections.named_connection(name, Settings.from_env())
+            text = runtime.pools.named_connection(name)
         if not isinstance(text, str) or not text.strip():
             return UNKNOWN_DIALECT
-        registry = plugins.registry()
+        registry = runtime.registry
         scheme, sep, _ = text.partition("://")
         if sep and scheme.replace("+", "").replace(".", "").replace("-", "").isalnum():
             return registry.for_backend(scheme).name

@@ -1,12 +1,15 @@
-"""The plugin manager factory and the registry of dialects the plugins register."""
+"""The plugin manager factory and the registry of dialects the plugins register.
+
+Nothing here is made at import: a `Runtime` makes its own manager (or takes one, as tests do)
+and its own `Registry` from it.
+"""
 
 from __future__ import annotations
 
 import importlib
 import os
-import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import pluggy
 
@@ -27,11 +30,12 @@ KNOWN_PACKAGES = {
 }
 
 
-def get_plugin_manager() -> pluggy.PluginManager:
-    """A new manager with the built-in plugins and every installed, not disabled, plugin."""
+def get_plugin_manager(environ: Mapping[str, str] = os.environ) -> pluggy.PluginManager:
+    """A new manager with the built-in plugins and every installed plugin not disabled by
+    SQLADAPTER_DISABLE_PLUGINS."""
     pm = pluggy.PluginManager(hookspecs.NAME)
     pm.add_hookspecs(hookspecs)
-    for name in _disabled():
+    for name in _disabled(environ):
         pm.set_blocked(name)
     for module_name in DEFAULT_PLUGINS:
         name = module_name.rsplit(".", 1)[-1]
@@ -42,8 +46,8 @@ def get_plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
-def _disabled() -> list[str]:
-    return [n.strip() for n in os.environ.get("SQLADAPTER_DISABLE_PLUGINS", "").split(",") if n.strip()]
+def _disabled(environ: Mapping[str, str]) -> list[str]:
+    return [n.strip() for n in environ.get("SQLADAPTER_DISABLE_PLUGINS", "").split(",") if n.strip()]
 
 
 @dataclass
@@ -55,8 +59,6 @@ class Registry:
     by_backend: dict[str, Dialect] = field(default_factory=dict)
     by_extension: dict[str, Dialect] = field(default_factory=dict)
     plugin_of: dict[str, str] = field(default_factory=dict)
-    #: True when made from a manager handed to `reset` rather than the installed plugins.
-    _custom: bool = False
 
     def collect(self) -> Registry:
         for impl in self.pm.hook.sqladapter_register_dialects.get_hookimpls():
@@ -67,8 +69,8 @@ class Registry:
     def add(self, dialect: Dialect, plugin_name: str) -> None:
         if not isinstance(dialect, Dialect):
             raise TypeError(f"plugin {plugin_name!r} registered {dialect!r}, which is not a sqladapter.Dialect")
-        if not dialect.name or not dialect.backends or not dialect.driver:
-            raise ValueError(f"plugin {plugin_name!r}: a Dialect needs name, backends and driver")
+        if not dialect.name or not dialect.backends or not dialect.drivername:
+            raise ValueError(f"plugin {plugin_name!r}: a Dialect needs name, backends and drivername")
         claims = [(self.by_name, dialect.name, "name")]
         claims += [(self.by_backend, b, "URL scheme") for b in dialect.backends]
         claims += [(self.by_extension, e.lower(), "file extension") for e in dialect.extensions]
@@ -107,34 +109,8 @@ class Registry:
         )
 
 
-_lock = threading.Lock()
-_registry: Registry | None = None
-
-
-def registry() -> Registry:
-    """The registry of the process's plugin manager, made on first use (never at import)."""
-    global _registry
-    if _registry is None:
-        with _lock:
-            if _registry is None:
-                _registry = Registry(get_plugin_manager()).collect()
-    return _registry
-
-
-def reset(pm: pluggy.PluginManager | None = None) -> Registry | None:
-    """Drop the loaded plugins (for tests and reloads); with `pm`, use that manager instead."""
-    global _registry
-    with _lock:
-        _registry = None if pm is None else Registry(pm, _custom=True).collect()
-    from . import connections
-
-    connections.dispose_engines()
-    return _registry
-
-
-def list_plugins(include_builtins: bool = False) -> list[dict[str, Any]]:
-    """Installed plugins as `sqladapter plugins` prints them."""
-    reg = registry()
+def list_plugins(reg: Registry, include_builtins: bool = False) -> list[dict[str, Any]]:
+    """A registry's plugins as `sqladapter plugins` prints them."""
     versions = {id(plugin): dist.version for plugin, dist in reg.pm.list_plugin_distinfo()}
     out = []
     for name, plugin in sorted(reg.pm.list_name_plugin(), key=lambda item: item[0]):

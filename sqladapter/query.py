@@ -1,11 +1,11 @@
-"""`run_query`: the one code path from a task's input to its JSON output.
+"""The query path: the one way from a task's input to its JSON output.
 
-    task input -> validated request -> (dialect, engine) -> checked statement
+    task input -> validated fields -> (dialect, pooled engine) -> checked statement
       -> read-only, time-limited execution fetching at most max_rows + 1 rows
       -> JSON values, converter chosen once per column -> output dict
 
-The CLI, the Conductor worker, local workflow runs and other engines all call this and
-nothing below it.
+`Runtime.run` calls `run` with itself; the CLI, the Conductor worker, local workflow runs and
+other engines all go through a Runtime and nothing below it.
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ import logging
 import operator
 import time
 from collections import abc
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import orjson
 
-from . import connections, deadlines, jsontypes, statements
-from .dialect import Dialect, output_budget
+from . import deadlines, jsontypes
+from .dialect import ABANDONED, Dialect, Limits
 from .errors import (
     ConnectionConfigError,
     DatabaseUnavailableError,
@@ -35,6 +34,10 @@ from .errors import (
     redact,
 )
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .connections import Pools, Source
+    from .runtime import Runtime
 
 log = logging.getLogger("sqladapter")
 
@@ -48,28 +51,8 @@ INPUT_FIELDS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class Request:
-    """A validated task input, with the operator's caps applied."""
-
-    connection_string: str | None
-    connection: str | None
-    query: str
-    parameters: Any
-    max_rows: int
-    timeout_ms: int
-    shape: str
-    fetch: str
-
-
-def parse_request(task_input: Mapping[str, Any], settings: Settings) -> Request:
-    """Validate a task's input; raise InputError saying what to fix."""
-    return Request(*_parse(task_input, settings))
-
-
 def _parse(task_input: Mapping[str, Any], settings: Settings) -> tuple[Any, ...]:
-    # The fields of a Request, in order. A tuple, not the frozen dataclass itself: building
-    # that costs as much as all of the checks, on every task.
+    """The task's fields, validated, with the operator's caps applied; InputError saying what to fix."""
     if type(task_input) is not dict and not isinstance(task_input, abc.Mapping):
         raise InputError("the task input must be an object with connection_string (or connection) and query")
     if not INPUT_FIELDS.issuperset(task_input):
@@ -137,49 +120,33 @@ def _positive_int(task_input: Mapping[str, Any], name: str, default: int) -> int
     return value
 
 
-def run_query(task_input: Mapping[str, Any] | None = None, /, *, settings: Settings | None = None, **fields: Any) -> dict[str, Any]:
-    """Run one read-only query described by a task input; return the JSON-ready output.
-
-    Accepts the task's input as a mapping, the same fields as keyword arguments, or both: a
-    keyword field overrides the mapping's (`run_query(task, max_rows=1)`), and the mapping is
-    left as it was. Raises a `SqlAdapterError` subclass whose `retryable` says whether to run
-    it again.
-    """
+def run(runtime: Runtime, task_input: Mapping[str, Any]) -> dict[str, Any]:
+    """Run one read-only query described by a task input on `runtime`; return the JSON-ready output."""
     started = time.perf_counter()
-    settings = settings or Settings.from_env()
-    if task_input is None:
-        task_input = fields
-    elif fields and isinstance(task_input, abc.Mapping):
-        task_input = {**task_input, **fields}
+    settings = runtime.settings
     connection_string, connection, query, parameters, max_rows, timeout_ms, shape, fetch = _parse(task_input, settings)
-    if len(query) > settings.max_query_bytes // 4 and len(query.encode("utf-8", "surrogatepass")) > settings.max_query_bytes:
-        raise InputError(
-            f"the query is {len(query.encode('utf-8', 'surrogatepass'))} bytes, over the {settings.max_query_bytes}-byte "
-            "limit (SQLADAPTER_MAX_QUERY_BYTES): pass data as parameters, or raise the limit on the worker"
-        )
-    target = connections.resolve(connection_string, connection, settings=settings)
+    _check_size(query, settings.max_query_bytes)
+    pools = runtime.pools
+    source = pools.resolve(connection_string, connection)
     try:
         try:
-            allowed = connections.allowed_functions(target)
+            allowed = pools.allowed_functions(source)
         except Exception as exc:
-            raise _classify(target, exc, connecting=True) from None
-        statement = statements.prepare(query, target.dialect, allowed)
+            raise classify(source, exc, connecting=True) from None
+        statement = runtime.statements.get(query, source.dialect, allowed)
         params = statement.bind(parameters)
         limit = max_rows if fetch == "rows" else 1
-        budget = output_budget.set(settings.max_output_bytes)
-        try:
-            sql = statement.limited(limit + 1) if target.dialect.row_limit_in_sql else statement.sql
-            description, rows = _execute(target, sql, params, limit + 1, timeout_ms)
-        finally:
-            output_budget.reset(budget)
+        limits = Limits(limit + 1, timeout_ms, settings.max_output_bytes, time.monotonic() + timeout_ms / 1000)
+        sql = statement.limited(limits.rows) if source.dialect.row_limit_in_sql else statement.sql
+        description, rows = _execute(runtime, source, sql, params, limits)
     except SqlAdapterError as exc:
-        exc.message = redact(exc.message, target.secrets)
+        exc.message = redact(exc.message, source.secrets)
         exc.args = (exc.message,)
         raise
     truncated = len(rows) > limit
     if truncated:
         del rows[limit:]
-    columns, rows = _to_json(target.dialect, description, rows, shape)
+    columns, rows = _to_json(source.dialect, description, rows, shape)
     output: dict[str, Any] = {"columns": columns, "rowCount": len(rows), "truncated": truncated}
     if fetch == "rows":
         output["rows"] = rows
@@ -188,10 +155,19 @@ def run_query(task_input: Mapping[str, Any] | None = None, /, *, settings: Setti
     else:
         first = rows[0] if rows else None
         output["value"] = None if first is None else (first[0] if shape == "arrays" else first[columns[0]["name"]])
-    output["dialect"] = target.dialect.name
+    output["dialect"] = source.dialect.name
     output["elapsedMs"] = round((time.perf_counter() - started) * 1000, 3)
     _fit_output(output, settings.max_output_bytes)
     return output
+
+
+def _check_size(query: str, max_bytes: int) -> None:
+    # Parsing is work done before any time limit applies, so it is bounded by size instead.
+    if len(query) > max_bytes // 4 and len(query.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise InputError(
+            f"the query is {len(query.encode('utf-8', 'surrogatepass'))} bytes, over the {max_bytes}-byte "
+            "limit (SQLADAPTER_MAX_QUERY_BYTES): pass data as parameters, or raise the limit on the worker"
+        )
 
 
 def _json_size(value: Any) -> int:
@@ -232,8 +208,8 @@ def _fit_output(output: dict[str, Any], budget: int) -> None:
     )
 
 
-def _execute(target: connections.Target, sql: str, params: Any, limit: int, timeout_ms: int) -> tuple[Any, list]:
-    dialect, engine = target.dialect, target.engine
+def _execute(runtime: Runtime, source: Source, sql: str, params: Any, limits: Limits) -> tuple[Any, list]:
+    dialect, engine, pools = source.dialect, source.engine, runtime.pools
     # Only a dialect that can end a statement from outside is watched past its own limit.
     ends_from_outside = type(dialect).cancel is not Dialect.cancel
     # A pooled connection may have died while idle (server restart, idle timeout). The query
@@ -241,61 +217,63 @@ def _execute(target: connections.Target, sql: str, params: Any, limit: int, time
     # failed connection had already served a query before.
     for attempt in (1, 2):
         try:
-            connection, kept = connections.checkout(target)
+            connection, kept = pools.checkout(source)
         except Exception as exc:
-            raise _classify(target, exc, connecting=True) from None
+            raise classify(source, exc, connecting=True) from None
         raw = connection.dbapi_connection
         if ends_from_outside:
-            token, overrun = deadlines.watchdog.watch(
-                time.monotonic() + timeout_ms / 1000 + deadlines.GRACE_SECONDS,
+            token, overrun = runtime.watchdog.watch(
+                limits.deadline + deadlines.GRACE_SECONDS,
                 lambda stage: dialect.cancel(engine, raw, end_session=stage >= 2),
             )
         else:
             token, overrun = None, _NOT_WATCHED
         try:
-            with dialect.time_limit(connection, timeout_ms):
-                description, rows = dialect.fetch(connection, sql, params, limit)
+            with dialect.time_limit(connection, limits):
+                description, rows = dialect.fetch(connection, sql, params, limits)
         except Exception as exc:
             if token is not None:
-                deadlines.watchdog.release(token)
+                runtime.watchdog.release(token)
             if overrun.stage:
-                raise _overran(target, connection, kept, timeout_ms, overrun) from None
+                raise _overran(pools, source, connection, kept, limits.timeout_ms, overrun) from None
             disconnected = _is_disconnect(engine, exc, connection)
-            reused = connection.info.get("sqladapter.used", False)
+            reused = connection.info.get(_USED, False)
             if disconnected:
                 connection.invalidate(exc)
-            connections.checkin(target, connection, kept, failed=True)
+            pools.checkin(source, connection, kept, failed=True)
             if disconnected and reused and attempt == 1:
                 log.info("%s: pooled connection was lost; retrying once on a new one", dialect.name)
                 continue
-            raise _classify(target, exc) from None
+            raise classify(source, exc) from None
         if token is not None:
-            deadlines.watchdog.release(token)
+            runtime.watchdog.release(token)
         if overrun.stage:  # an answer that came back after the cancel is not the query's answer
-            raise _overran(target, connection, kept, timeout_ms, overrun)
+            raise _overran(pools, source, connection, kept, limits.timeout_ms, overrun)
         if connection.dbapi_connection is not None:  # not invalidated by the dialect
             info = connection.info
-            if "sqladapter.used" not in info:
-                info["sqladapter.used"] = True
+            if _USED not in info:
+                info[_USED] = True
             if kept:
                 return description, rows if type(rows) is list else list(rows)
-        connections.checkin(target, connection, kept)
+        pools.checkin(source, connection, kept)
         return description, rows if type(rows) is list else list(rows)
     raise AssertionError("unreachable")
 
 
+#: connection.info key: the connection has served a query (so a failure may be a stale connection).
+_USED = "sqladapter.used"
 _NOT_WATCHED = deadlines.Overrun()  # stage 0 for good: a query no watchdog looks after
 
 
-def _overran(target: connections.Target, connection: Any, kept: bool, timeout_ms: int, overrun: Any) -> QueryTimeoutError:
+def _overran(pools: Pools, source: Source, connection: Any, kept: bool, timeout_ms: int, overrun: Any) -> QueryTimeoutError:
     # The database did not stop the query at its own limit; the watchdog ended it from outside.
     # The connection's state is unknown after that, so it is not used again.
-    if connection.dbapi_connection is not None and not connection.info.get(connections.ABANDONED):
+    if connection.dbapi_connection is not None and not connection.info.get(ABANDONED):
         connection.invalidate()
-    connections.checkin(target, connection, kept, failed=True)
+    pools.checkin(source, connection, kept, failed=True)
     how = "cancelled the statement" if overrun.stage < 2 else "ended the session"
     return QueryTimeoutError(
-        f"{target.dialect.name}: the query ran past its {timeout_ms} ms time limit and the database did not stop it; "
+        f"{source.dialect.name}: the query ran past its {timeout_ms} ms time limit and the database did not stop it; "
         f"the worker {how}. Make the query cheaper (a narrower WHERE, fewer rows or smaller values) or raise timeout_ms"
     )
 
@@ -310,21 +288,21 @@ def _is_disconnect(engine: Any, exc: Exception, connection: Any) -> bool:
         return False
 
 
-def _classify(target: connections.Target, exc: BaseException, *, connecting: bool = False) -> SqlAdapterError:
+def classify(source: Source, exc: BaseException, *, connecting: bool = False) -> SqlAdapterError:
     """One exception type for whatever the driver raised, with the secrets taken out."""
     if isinstance(exc, SqlAdapterError):
         error = exc
-    elif connecting and isinstance(exc, (TypeError, ValueError, LookupError, OSError)) and target.dialect.classify(exc) is None:
+    elif connecting and isinstance(exc, (TypeError, ValueError, LookupError, OSError)) and source.dialect.classify(exc) is None:
         # Raised by the driver's connect() before any server answered: an option it does not
         # know, a value it cannot read, a certificate file that is not there. The same
         # connection string can never work, so it is not worth retrying.
         error = ConnectionConfigError(
-            f"{target.dialect.name}: the driver refused the connection's options ({type(exc).__name__}: "
+            f"{source.dialect.name}: the driver refused the connection's options ({type(exc).__name__}: "
             f"{str(exc).strip() or 'no detail'}); fix the connection's URL"
         )
     else:
-        error = target.dialect.classify(exc) or _default_classification(exc)
-    error.message = redact(error.message, target.secrets)
+        error = source.dialect.classify(exc) or _default_classification(exc)
+    error.message = redact(error.message, source.secrets)
     error.args = (error.message,)
     return error
 

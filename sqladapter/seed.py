@@ -1,7 +1,7 @@
 """Demo datasets and the only code that writes: `sqladapter seed`.
 
 Seeding opens its own read-write engine through the dialect, never the read-only query path.
-Each table is loaded under a staging name and swapped in by the dialect (`Dialect.replace_table`),
+Each table is loaded under a staging name and swapped in by the dialect (`BulkLoader.replace_table`),
 so a seed that is interrupted leaves the old table or the complete new one, never a half-filled
 table. Rows are generated the same way whatever the dialect, so one `random_seed` gives the same
 rows in SQLite, DuckDB, MySQL and PostgreSQL.
@@ -17,14 +17,16 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
 
-from . import connections
 from .errors import InputError, SqlAdapterError, redact
-from .query import _classify
-from .settings import Settings
+from .query import classify
+from .runtime import Runtime, default
+
+if TYPE_CHECKING:
+    from .connections import Source
 
 # Installed wheels carry the fixtures inside the package; a source checkout keeps them at the top.
 _HERE = Path(__file__).resolve().parent
@@ -199,7 +201,7 @@ def seed(
     rows: int | None = None,
     random_seed: int = DEFAULT_RANDOM_SEED,
     force: bool = False,
-    settings: Settings | None = None,
+    runtime: Runtime | None = None,
     progress: Progress | None = None,
 ) -> list[SeedResult]:
     """Create and fill the dataset's tables unless they exist (or `force`); one result per table.
@@ -211,14 +213,14 @@ def seed(
         raise InputError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)} or all")
     if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
         raise InputError(f"rows must be a positive integer, got {rows!r}")
-    settings = settings or Settings.from_env()
+    runtime = runtime or default()
     if connection_string is None and connection is None:
         connection_string = DEFAULT_CONNECTION
-    target = connections.resolve(connection_string, connection, settings=settings, read_only=False)
+    target = runtime.resolve(connection_string, connection, read_only=False)
     if target.dialect.extensions:
-        # An embedded database file may be open read-only by this process's query engines, and
+        # An embedded database file may be open read-only by this runtime's query engines, and
         # DuckDB refuses a second opening of one file with another configuration: close them.
-        connections.dispose_engines()
+        runtime.pools.close_file_engines()
     try:
         results = []
         with target.engine.connect() as conn:
@@ -232,7 +234,7 @@ def seed(
         exc.args = (exc.message,)
         raise
     except Exception as exc:
-        raise _classify(target, getattr(exc, "orig", None) or exc) from None
+        raise classify(target, getattr(exc, "orig", None) or exc) from None
     finally:
         # Write connections are not kept: an embedded database (DuckDB) allows one writer
         # process, and the query path opens the file again read-only.
@@ -249,7 +251,7 @@ def _count(conn: sa.Connection, table: str) -> int:
 
 
 def _seed_table(
-    target: connections.Target,
+    target: Source,
     conn: sa.Connection,
     table: str,
     rows: int | None,
@@ -279,7 +281,7 @@ def _reporting(batches: Iterable[Batch], table: str, total: int, progress: Progr
             progress(table, done, total)
 
 
-def _load_and_swap(target: connections.Target, conn: sa.Connection, table: str, batches: Iterable[Batch]) -> int:
+def _load_and_swap(target: Source, conn: sa.Connection, table: str, batches: Iterable[Batch]) -> int:
     staging = TABLES[table](sa.MetaData(), table + STAGING_SUFFIX)
     quote = conn.dialect.identifier_preparer.quote
     # A seed killed where DDL is not transactional (MySQL) leaves a staging table behind.
@@ -289,11 +291,12 @@ def _load_and_swap(target: connections.Target, conn: sa.Connection, table: str, 
     # table's CREATE commits alone; the rows and the swap still commit together.
     with conn.begin():
         staging.create(conn)
-        loaded = target.dialect.bulk_insert(
+        loaded = target.dialect.bulk_loader.bulk_insert(
+            target.dialect,
             conn.connection.dbapi_connection,
             quote(staging.name),
             [quote(column.name) for column in staging.columns],
             batches,
         )
-        target.dialect.replace_table(conn, staging.name, table)
+        target.dialect.bulk_loader.replace_table(conn, staging.name, table)
     return loaded

@@ -8,8 +8,8 @@ parameters, never spliced into the text by sqladapter.
 
 from __future__ import annotations
 
-import functools
-from collections import abc
+import threading
+from collections import OrderedDict, abc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -101,7 +101,8 @@ def _check_values(items: Any) -> None:
             )
 
 
-def _prepare(sql: str, dialect: Dialect, allowed: frozenset[str]) -> Statement:
+def check_statement(sql: str, dialect: Dialect, allowed: frozenset[str]) -> Statement:
+    """Check `sql` against the `allowed` functions; write it canonically in the driver's style."""
     checked = dialect.compile(sql, allowed)
     spans = list(checked.spans)
     if checked.style is None:
@@ -122,20 +123,43 @@ def _prepare(sql: str, dialect: Dialect, allowed: frozenset[str]) -> Statement:
     return Statement(text, checked.style, names, len(spans), paramstyle, text if checked.limitable else None, order)
 
 
-# Statements are cached by their text: a workflow sends the same query again and again. Long
-# texts are checked every time instead, so the cache stays small in bytes, not only in entries.
-_CACHED_TEXT_LENGTH = 16_384
-_cached = functools.lru_cache(maxsize=512)(_prepare)
+class StatementCache:
+    """Checked statements by query text, dialect and allowlist, bounded in entries and in bytes.
 
+    A workflow sends the same query again and again, and checking it (parse, walk, regenerate)
+    costs more than running a point lookup. Texts longer than `max_text` are checked every
+    time instead, and the texts kept add up to at most `max_bytes`, so query texts chosen by
+    task input cannot grow the worker's memory.
+    """
 
-def prepare(sql: str, dialect: Dialect, allowed: frozenset[str]) -> Statement:
-    """Check `sql` against the `allowed` functions; write it canonically in the driver's style."""
-    if len(sql) > _CACHED_TEXT_LENGTH:
-        return _prepare(sql, dialect, allowed)
-    return _cached(sql, dialect, allowed)
+    def __init__(self, max_entries: int = 512, max_text: int = 16_384, max_bytes: int = 2_000_000) -> None:
+        self.max_entries, self.max_text, self.max_bytes = max_entries, max_text, max_bytes
+        self._entries: OrderedDict[tuple[str, Dialect, frozenset[str]], Statement] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
 
+    def get(self, sql: str, dialect: Dialect, allowed: frozenset[str]) -> Statement:
+        """`sql` checked against the `allowed` functions, written canonically in the driver's style."""
+        if len(sql) > self.max_text:
+            return check_statement(sql, dialect, allowed)
+        key = (sql, dialect, allowed)
+        statement = self._entries.get(key)
+        if statement is not None:
+            return statement
+        statement = check_statement(sql, dialect, allowed)  # outside the lock: other threads go on
+        with self._lock:
+            if key not in self._entries:
+                self._entries[key] = statement
+                self._bytes += len(sql)
+                while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+                    (old, _, _), _ = self._entries.popitem(last=False)
+                    self._bytes -= len(old)
+        return statement
 
-prepare.cache_clear = _cached.cache_clear  # type: ignore[attr-defined]
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
 
 
 def _rewrite(sql: str, spans: list[tuple[int, int, str]], paramstyle: str) -> str:

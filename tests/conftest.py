@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from sqladapter import connections, plugins
+from sqladapter import runtime as runtimes
 from sqladapter.seed import seed
+from sqladapter.settings import Settings
 
 REQUIRE_SERVERS = os.environ.get("SQLADAPTER_REQUIRE_SERVERS") == "1"
 
@@ -37,18 +38,40 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def people_db(data_dir: Path) -> Path:
     """fake_people.db in the data directory, seeded with the tutorial's five people."""
-    seed("fake_people.db")
+    with runtimes.Runtime() as runtime:  # not the default one: the test may change the environment first
+        seed("fake_people.db", runtime=runtime)
     return data_dir / "fake_people.db"
 
 
 @pytest.fixture(autouse=True)
-def _isolated_plugins(monkeypatch: pytest.MonkeyPatch):
-    """Every test starts from the installed plugins, whatever an earlier test registered."""
+def _fresh_default_runtime(monkeypatch: pytest.MonkeyPatch):
+    """Every test's run_query gets a default Runtime made from that test's environment."""
     monkeypatch.delenv("SQLADAPTER_DISABLE_PLUGINS", raising=False)
+    runtimes.close_default()
     yield
-    if plugins._registry is not None and plugins._registry.pm is not None and getattr(plugins._registry, "_custom", False):
-        plugins.reset()
-    connections.dispose_engines()
+    runtimes.close_default()
+
+
+@pytest.fixture
+def make_runtime():
+    """make_runtime(settings): the test's Runtime for those settings (one per settings), closed after."""
+    made: dict[Settings, runtimes.Runtime] = {}
+
+    def make(settings: Settings) -> runtimes.Runtime:
+        if settings not in made:
+            made[settings] = runtimes.Runtime(settings)
+        return made[settings]
+
+    yield make
+    for each in made.values():
+        each.close()
+
+
+@pytest.fixture
+def runtime(data_dir: Path):
+    """A Runtime of the test's own, on the test's data directory, closed after the test."""
+    with runtimes.Runtime() as made:
+        yield made
 
 
 # -- database servers: MariaDB/MySQL and PostgreSQL ------------------------------------------------

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from sqladapter import plugins
+from sqladapter.runtime import Runtime, default
 from sqladapter.seed import tutorial_people
 from sqladapter.settings import Settings
 
@@ -39,7 +39,7 @@ PEOPLE_COLUMNS = ("name", "surname", "birth_date", "zip_code")
 
 
 def plugin_installed(dialect: str) -> bool:
-    return dialect in plugins.registry().by_name
+    return dialect in default().registry.by_name
 
 
 @dataclass
@@ -103,8 +103,24 @@ class SecurityTarget:
     probe: str
     #: Everything a hostile statement could change, read without sqladapter.
     snapshot: Callable[[], Any]
-    close: Callable[[], None] = lambda: None
+    cleanup: Callable[[], None] = lambda: None
     extra: dict[str, Any] = field(default_factory=dict)
+    _runtime: Runtime | None = field(default=None, init=False, repr=False)
+
+    @property
+    def runtime(self) -> Runtime:
+        """The Runtime the tests run this target's queries on, made with its settings."""
+        if self._runtime is None:
+            self._runtime = Runtime(self.settings)
+        return self._runtime
+
+    def run(self, **fields: Any) -> dict[str, Any]:
+        return self.runtime.run(connection_string=self.connection_string, **fields)
+
+    def close(self) -> None:
+        if self._runtime is not None:
+            self._runtime.close()
+        self.cleanup()
 
 
 def _file_digest(path: Path) -> str:

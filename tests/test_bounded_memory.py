@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from conftest import MYSQL_HOST, POSTGRESQL_HOST, mysql_admin, postgresql_admin, server_unavailable
-from sqladapter import plugins, run_query
+from sqladapter.runtime import default
+from sqladapter import run_query
 
 TABLE_ROWS = 50_000
 DATABASE = "sqla_bench"
@@ -101,7 +102,7 @@ def counted(monkeypatch):
     counter = Counter()
 
     def count(dialect_name: str) -> Counter:
-        dialect = plugins.registry().by_name[dialect_name]
+        dialect = default().registry.by_name[dialect_name]
         original = dialect.fetch
 
         def fetch(connection: Any, sql: str, params: Any, limit: int) -> Any:
@@ -183,7 +184,7 @@ def big_table(request, data_dir) -> tuple[str, str]:
     if name == "duckdb":
         return name, _duckdb(data_dir)
     try:
-        plugins.registry().for_backend(name)
+        default().registry.for_backend(name)
     except Exception as exc:
         server_unavailable(f"the {name} dialect is not installed: {exc}")
     return name, _mysql() if name == "mysql" else _postgresql()

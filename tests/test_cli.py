@@ -99,8 +99,8 @@ def test_help_and_version_do_not_import_the_database_stack(code):
 def test_the_package_still_exports_what_users_and_plugins_import():
     from sqladapter import Dialect, SqlAdapterError, hookimpl, run_query
 
-    from sqladapter import dialect, query
+    from sqladapter import Runtime, dialect, runtime
 
-    assert run_query is query.run_query and Dialect is dialect.Dialect
+    assert run_query is runtime.run_query and Dialect is dialect.Dialect and Runtime is runtime.Runtime
     assert callable(hookimpl) and issubclass(SqlAdapterError, Exception)
     assert {"run_query", "Dialect", "__version__"} <= set(dir(sqladapter)) and set(sqladapter.__all__) <= set(dir(sqladapter))

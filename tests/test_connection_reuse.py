@@ -8,14 +8,14 @@ import threading
 import pytest
 
 from sqladapter import QueryError, run_query
-from sqladapter.connections import resolve
+from sqladapter.runtime import default
 from sqladapter.settings import Settings
 
 QUERY = "SELECT name FROM people ORDER BY name"
 
 
 def _pool(people_db):
-    return resolve("fake_people.db", settings=Settings.from_env()).engine.pool
+    return default().resolve("fake_people.db").engine.pool
 
 
 def _in_threads(count: int, work) -> list[BaseException]:

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
+from sqladapter.runtime import default
 from sqladapter import ConnectionConfigError, UnknownDialectError, run_query
-from sqladapter.connections import resolve
 from sqladapter.settings import Settings
 
 QUERY = "SELECT name FROM people ORDER BY name LIMIT 1"
@@ -67,15 +67,12 @@ def test_inline_file_url_options_are_refused(people_db):
 
 
 def test_an_inline_password_is_refused_and_the_error_points_to_named_connections(monkeypatch):
-    from sqladapter import plugins
-
     # Any registered server dialect would do; use the SQLite scheme so the test needs no plugin.
     with pytest.raises(ConnectionConfigError) as caught:
         run_query(connection_string="sqlite://user:hunter2@host/fake_people.db", query=QUERY)
     assert "named connection" in caught.value.message
     assert "SQLADAPTER_CONNECTION_" in caught.value.message
     assert "hunter2" not in caught.value.message
-    assert plugins.registry() is not None
 
 
 def test_inline_password_allowed_by_the_operator(monkeypatch, people_db):
@@ -135,9 +132,8 @@ def test_unknown_file_extension_is_refused(data_dir):
 
 
 def test_engines_are_created_once_per_connection_and_reused(people_db):
-    settings = Settings.from_env()
-    first = resolve("fake_people.db", settings=settings)
-    second = resolve("sqlite:///fake_people.db", settings=settings)
+    first = default().resolve("fake_people.db")
+    second = default().resolve("sqlite:///fake_people.db")
     assert first.engine is second.engine
     run_query(connection_string="fake_people.db", query=QUERY)
     run_query(connection_string="fake_people.db", query=QUERY)

@@ -20,10 +20,9 @@ from sqladapter import (
     QueryTimeoutError,
     SqlAdapterError,
     UnknownDialectError,
+    Runtime,
     guard,
-    plugins,
     run_query,
-    statements,
 )
 from sqladapter.cli import cli
 
@@ -73,11 +72,8 @@ def server(request, data_dir) -> dialect_cases.Case:
 @pytest.fixture
 def no_parser(monkeypatch):
     """The parser's read-only check switched off, so only the database stands in the way."""
-    statements.prepare.cache_clear()
     monkeypatch.setattr(guard, "check", lambda *args, **kwargs: None)
     yield
-    # A statement prepared without the check must not stay cached as checked.
-    statements.prepare.cache_clear()
 
 
 def query(case, sql, **fields):
@@ -421,13 +417,6 @@ def test_sqladapter_plugins_lists_the_three_dialect_plugins():
         assert listed[name]["version"]
 
 
-@pytest.fixture
-def reload_plugins(monkeypatch):
-    yield
-    monkeypatch.delenv("SQLADAPTER_DISABLE_PLUGINS", raising=False)
-    plugins.reset()
-
-
 @pytest.mark.parametrize(
     ("plugin", "url", "package"),
     [
@@ -436,16 +425,16 @@ def reload_plugins(monkeypatch):
         ("postgresql", "postgresql://postgres@127.0.0.1:5432/sqla_dialects", "sqladapter-postgresql"),
     ],
 )
-def test_a_disabled_plugin_leaves_its_urls_unclaimed_with_a_hint(plugin, url, package, data_dir, monkeypatch, reload_plugins):
+def test_a_disabled_plugin_leaves_its_urls_unclaimed_with_a_hint(plugin, url, package, data_dir, monkeypatch):
     monkeypatch.setenv("SQLADAPTER_DISABLE_PLUGINS", plugin)
-    plugins.reset()
     scheme = url.split("://", 1)[0]
-    with pytest.raises(UnknownDialectError) as caught:
-        run_query(connection_string=url, query="SELECT 1")
+    with Runtime() as runtime:
+        with pytest.raises(UnknownDialectError) as caught:
+            runtime.run(connection_string=url, query="SELECT 1")
+        assert all(p["dialects"] == [] for p in runtime.plugins() if p["name"] == plugin)
     message = caught.value.message
     assert f"no dialect claims '{scheme}://'" in message
     assert f"try: pip install {package}" in message
-    assert all(p["dialects"] == [] for p in plugins.list_plugins() if p["name"] == plugin)
 
 
 def test_every_dialect_error_is_a_sqladapter_error(case):

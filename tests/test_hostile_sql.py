@@ -16,7 +16,8 @@ import pytest
 from conftest import REQUIRE_SERVERS, server_unavailable
 from security_databases import DIALECTS, exclusive_use, make_outside, make_target, plugin_installed, remove_tree, report
 
-from sqladapter import QueryTimeoutError, SqlAdapterError, connections, run_query, statements
+from sqladapter import QueryTimeoutError, SqlAdapterError
+from sqladapter.statements import check_statement
 
 CORPUS = json.loads((Path(__file__).parent / "hostile_sql.json").read_text())
 # Short enough to keep the run quick, long enough that a refused statement never hits it.
@@ -84,18 +85,16 @@ def _render(sql: str, outside, data_dir: Path) -> str:
 
 def _layer(sql: str, target) -> str:
     """Which layer refused: the parser-based guard, or the database's own read-only session."""
-    resolved = connections.resolve(target.connection_string, settings=target.settings)
+    resolved = target.runtime.resolve(target.connection_string)
     try:
-        statements.prepare(sql, resolved.dialect, connections.allowed_functions(resolved))
+        check_statement(sql, resolved.dialect, target.runtime.pools.allowed_functions(resolved))
     except SqlAdapterError:
         return "guard"
     return "database"
 
 
 def _probe(target) -> dict:
-    return run_query(
-        connection_string=target.connection_string, query=target.probe, timeout_ms=10_000, settings=target.settings
-    )["rows"]
+    return target.run(query=target.probe, timeout_ms=10_000)["rows"]
 
 
 @pytest.mark.servers
@@ -110,9 +109,7 @@ def test_hostile_statement_is_refused_and_changes_nothing(targets, outside, dial
     before, probe_before = target.snapshot(), _probe(target)
 
     try:
-        output = run_query(
-            connection_string=target.connection_string, query=sql, timeout_ms=TIMEOUT_MS, settings=target.settings
-        )
+        output = target.run(query=sql, timeout_ms=TIMEOUT_MS)
     except SqlAdapterError as exc:
         error = exc
     else:

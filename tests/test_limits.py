@@ -24,7 +24,7 @@ from security_databases import (
 )
 from worker_process import WorkerProcess, descendants, memory_kb
 
-from sqladapter import QueryTimeoutError, SqlAdapterError, run_query
+from sqladapter import QueryTimeoutError, Runtime, SqlAdapterError, run_query
 from sqladapter.settings import Settings
 
 DIALECTS = ("sqlite", "duckdb", "mysql", "postgresql")
@@ -88,7 +88,8 @@ def dialect(request) -> str:
 
 def _run(dialect: str, data_dir: Path, query: str, environ: dict[str, str] | None = None, **fields):
     settings = Settings.from_env({"SQLADAPTER_DATA_DIR": str(data_dir), **(environ or {})})
-    return run_query(connection_string=_connection(dialect), query=query, settings=settings, **fields)
+    with Runtime(settings) as runtime:
+        return runtime.run(connection_string=_connection(dialect), query=query, **fields)
 
 
 @pytest.mark.servers
@@ -213,7 +214,7 @@ def test_a_one_gigabyte_result_completes_truncated_without_the_memory(data_dir, 
 
 @pytest.mark.servers
 @pytest.mark.parametrize("server", ["mysql", "postgresql"])
-def test_inline_server_urls_are_capped_so_task_input_cannot_use_up_the_servers_connections(server, data_dir, monkeypatch):
+def test_inline_server_urls_are_capped_so_task_input_cannot_use_up_the_servers_connections(server, data_dir, monkeypatch, make_runtime):
     if not plugin_installed(server):
         pytest.skip(f"the {server} plugin is not installed")
     try:
@@ -225,29 +226,29 @@ def test_inline_server_urls_are_capped_so_task_input_cannot_use_up_the_servers_c
     settings = Settings.from_env(environ)
     # Each variant is a different URL to the same server: without the cap, a pool of its own.
     for n in range(1, 4):
-        assert run_query(connection_string=f"{base}?connect_timeout={n}", query="SELECT 1 AS one", settings=settings)["rowCount"] == 1
+        assert make_runtime(settings).run(connection_string=f"{base}?connect_timeout={n}", query="SELECT 1 AS one")["rowCount"] == 1
     with pytest.raises(SqlAdapterError) as caught:
-        run_query(connection_string=f"{base}?connect_timeout=4", query="SELECT 1 AS one", settings=settings)
+        make_runtime(settings).run(connection_string=f"{base}?connect_timeout=4", query="SELECT 1 AS one")
     assert caught.value.type == "connection_config" and not caught.value.retryable
     assert "named connection" in caught.value.message
     # URLs already open keep working, and named connections and files are not counted.
-    assert run_query(connection_string=f"{base}?connect_timeout=2", query="SELECT 1 AS one", settings=settings)["rowCount"] == 1
+    assert make_runtime(settings).run(connection_string=f"{base}?connect_timeout=2", query="SELECT 1 AS one")["rowCount"] == 1
     monkeypatch.setenv("SQLADAPTER_CONNECTION_CAPPED", f"{base}?connect_timeout=9")
-    assert run_query(connection="capped", query="SELECT 1 AS one", settings=settings)["rowCount"] == 1
-    assert run_query(connection_string="limits.db", query="SELECT 1 AS one", settings=settings)["rowCount"] == 1
+    assert make_runtime(settings).run(connection="capped", query="SELECT 1 AS one")["rowCount"] == 1
+    assert make_runtime(settings).run(connection_string="limits.db", query="SELECT 1 AS one")["rowCount"] == 1
 
 
 # -- costs bounded before and while a query runs ---------------------------------------------------
 
 
-def test_a_query_text_over_the_byte_cap_is_refused_before_parsing(data_dir):
+def test_a_query_text_over_the_byte_cap_is_refused_before_parsing(data_dir, make_runtime):
     environ = {"SQLADAPTER_DATA_DIR": str(data_dir)}
     query = "SELECT 1 AS one" + " " * 20_000
     capped = Settings.from_env({**environ, "SQLADAPTER_MAX_QUERY_BYTES": "10000"})
     with pytest.raises(SqlAdapterError, match="SQLADAPTER_MAX_QUERY_BYTES") as caught:
-        run_query(connection_string="limits.db", query=query, settings=capped)
+        make_runtime(capped).run(connection_string="limits.db", query=query)
     assert caught.value.type == "bad_input" and not caught.value.retryable
-    assert run_query(connection_string="limits.db", query=query, settings=Settings.from_env(environ))["rows"] == [{"one": 1}]
+    assert make_runtime(Settings.from_env(environ)).run(connection_string="limits.db", query=query)["rows"] == [{"one": 1}]
 
 
 @pytest.mark.servers
@@ -270,16 +271,16 @@ def test_a_nul_byte_in_a_path_is_a_terminal_connection_error(data_dir):
 
 @pytest.mark.servers
 @pytest.mark.parametrize("server", ["mysql", "postgresql"])
-def test_inline_urls_that_never_connected_do_not_fill_the_cap(server, data_dir):
+def test_inline_urls_that_never_connected_do_not_fill_the_cap(server, data_dir, make_runtime):
     environ = {"SQLADAPTER_DATA_DIR": str(data_dir), "SQLADAPTER_MAX_INLINE_URLS": "2"}
     settings = Settings.from_env(environ)
     scheme = "mysql" if server == "mysql" else "postgresql"
     for n in range(1, 6):  # port 1: refused at once
         with pytest.raises(SqlAdapterError) as caught:
-            run_query(connection_string=f"{scheme}://root@127.0.0.1:1/x?connect_timeout={n}", query="SELECT 1 AS one", settings=settings)
+            make_runtime(settings).run(connection_string=f"{scheme}://root@127.0.0.1:1/x?connect_timeout={n}", query="SELECT 1 AS one")
         assert caught.value.retryable, caught.value.message
     base = _connection(server)
-    assert run_query(connection_string=f"{base}?connect_timeout=3", query="SELECT 1 AS one", settings=settings)["rowCount"] == 1
+    assert make_runtime(settings).run(connection_string=f"{base}?connect_timeout=3", query="SELECT 1 AS one")["rowCount"] == 1
 
 
 BLOB_QUERIES = {
@@ -293,7 +294,7 @@ BLOB_QUERIES = {
 
 @pytest.mark.servers
 @pytest.mark.parametrize("dialect", list(BLOB_QUERIES))
-def test_binary_values_count_toward_the_output_budget_while_rows_are_read(dialect, data_dir, monkeypatch):
+def test_binary_values_count_toward_the_output_budget_while_rows_are_read(dialect, data_dir, monkeypatch, make_runtime):
     """300 rows of 200 KB of bytes, max_rows 10,000, a 1 MB budget: the fetch stops within a few rows."""
     from sqladapter.dialect import Dialect
 
@@ -308,6 +309,6 @@ def test_binary_values_count_toward_the_output_budget_while_rows_are_read(dialec
 
     monkeypatch.setattr(Dialect, "fetch_rows", counting)
     settings = Settings.from_env({"SQLADAPTER_DATA_DIR": str(data_dir)})
-    out = run_query(connection_string=url, query=BLOB_QUERIES[dialect], max_rows=10_000, timeout_ms=20_000, settings=settings)
+    out = make_runtime(settings).run(connection_string=url, query=BLOB_QUERIES[dialect], max_rows=10_000, timeout_ms=20_000)
     assert out["truncated"] is True and out["rowCount"] <= 4
     assert read and max(read) <= 32, f"{dialect} read {read} rows of 200 KB for a 1 MB budget"

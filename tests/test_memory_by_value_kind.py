@@ -54,7 +54,7 @@ import pytest
 
 from conftest import server_unavailable
 from security_databases import report
-from sqladapter import plugins
+from sqladapter.runtime import default
 
 BUDGET = 1_000_000  # SQLADAPTER_MAX_OUTPUT_BYTES, the default
 MB = 1_000_000
@@ -260,7 +260,7 @@ def _connection_string(request, case: Case, data_dir: Path) -> str:
         duckdb.connect(str(data_dir / "memory.duckdb")).close()
         return "memory.duckdb"
     try:
-        plugins.registry().for_backend(case.dialect)
+        default().registry.for_backend(case.dialect)
     except Exception as exc:
         server_unavailable(f"the {case.dialect} dialect is not installed: {exc}")
     return request.getfixturevalue("mysql_url" if case.dialect == "mysql" else "postgresql_url")

@@ -27,7 +27,8 @@ from conductor_server import ConductorServer
 from conftest import postgresql_admin
 from worker_process import WorkerProcess, descendants
 
-from sqladapter import errors, plugins
+from sqladapter.runtime import default
+from sqladapter import errors
 from sqladapter.metrics import STATUSES
 
 PASSWORD = "Op3r@t1ng:p/w%d#" + "x9"
@@ -97,7 +98,7 @@ def total(samples: dict, name: str, **labels: str) -> float:
 
 
 def has_postgresql_plugin() -> bool:
-    return "postgresql" in plugins.registry().by_name
+    return "postgresql" in default().registry.by_name
 
 
 # -- metrics and health -----------------------------------------------------------------------
@@ -167,7 +168,7 @@ def test_metrics_count_the_tasks_that_ran(metered):
     # Labels name task names, dialects, statuses, error types and processes: nothing from a task.
     known = {
         "task_name": {"query_sql"},
-        "dialect": set(plugins.registry().by_name) | {"unknown"},
+        "dialect": set(default().registry.by_name) | {"unknown"},
         "status": set(STATUSES),
         "type": ERROR_TYPES,
     }

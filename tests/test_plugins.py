@@ -9,7 +9,8 @@ import types
 import pytest
 from click.testing import CliRunner
 
-from sqladapter import Dialect, UnknownDialectError, hookimpl, plugins, run_query
+from sqladapter.runtime import default
+from sqladapter import Dialect, Runtime, UnknownDialectError, hookimpl, plugins, run_query
 from sqladapter.cli import cli
 from sqladapter.default_plugins.sqlite import SQLite
 
@@ -37,13 +38,18 @@ def _plugin_module(*dialects: Dialect) -> types.ModuleType:
 
 @pytest.fixture
 def with_plugin():
-    def install(*dialects: Dialect):
+    """with_plugin(*dialects): a Runtime whose plugin manager also has a plugin registering them."""
+    made: list[Runtime] = []
+
+    def install(*dialects: Dialect) -> Runtime:
         pm = plugins.get_plugin_manager()
         pm.register(_plugin_module(*dialects), name="notes")
-        return plugins.reset(pm)
+        made.append(Runtime(plugin_manager=pm))
+        return made[-1]
 
     yield install
-    plugins.reset()
+    for runtime in made:
+        runtime.close()
 
 
 def test_a_plugin_registered_through_the_hook_serves_queries(with_plugin, data_dir):
@@ -52,10 +58,10 @@ def test_a_plugin_registered_through_the_hook_serves_queries(with_plugin, data_d
     with sqlite3.connect(data_dir / "todo.notes") as conn:
         conn.execute("CREATE TABLE todo (item TEXT)")
         conn.execute("INSERT INTO todo VALUES ('write tests')")
-    with_plugin(Notes())
+    runtime = with_plugin(Notes())
 
-    by_path = run_query(connection_string="todo.notes", query="SELECT item FROM todo")
-    by_url = run_query(connection_string="notes:///todo.notes", query="SELECT item FROM todo")
+    by_path = runtime.run(connection_string="todo.notes", query="SELECT item FROM todo")
+    by_url = runtime.run(connection_string="notes:///todo.notes", query="SELECT item FROM todo")
 
     assert by_path["dialect"] == by_url["dialect"] == "notes"
     assert by_path["rows"] == by_url["rows"] == [{"item": "write tests"}]
@@ -80,25 +86,22 @@ def test_builtin_sqlite_goes_through_the_same_hook():
     pm = plugins.get_plugin_manager()
     assert pm.get_plugin("sqlite") is not None
     assert pm.hook.sqladapter_register_dialects.get_hookimpls()
-    assert plugins.registry().by_backend["sqlite"].name == "sqlite"
+    assert default().registry.by_backend["sqlite"].name == "sqlite"
 
 
 def test_disabled_plugin_is_not_loaded_and_its_urls_say_what_to_install(monkeypatch, data_dir):
     monkeypatch.setenv("SQLADAPTER_DISABLE_PLUGINS", "duckdb, sqlite")
-    plugins.reset()
-    try:
+    with Runtime() as runtime:
         with pytest.raises(UnknownDialectError) as caught:
-            run_query(connection_string="sqlite:///x.db", query="SELECT 1")
+            runtime.run(connection_string="sqlite:///x.db", query="SELECT 1")
         assert "no dialect claims 'sqlite://'" in caught.value.message
         assert "try: pip install" in caught.value.message
         assert not caught.value.retryable
-    finally:
-        monkeypatch.delenv("SQLADAPTER_DISABLE_PLUGINS")
-        plugins.reset()
+        assert "sqlite" not in runtime.registry.by_name and "duckdb" not in runtime.registry.by_name
 
 
 def test_plugins_are_loaded_lazily_not_at_import():
-    code = "import sqladapter, sqladapter.plugins as p; print(p._registry is None)"
+    code = "import sys, sqladapter, sqladapter.runtime as r; print(r._default == [] and 'sqladapter_duckdb' not in sys.modules)"
     import subprocess
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

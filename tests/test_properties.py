@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from security_databases import exclusive_use, make_outside, make_target, plugin_installed, remove_tree
 
-from sqladapter import SqlAdapterError, connections, run_query
+from sqladapter import Runtime, SqlAdapterError, run_query
 from sqladapter.jsontypes import MAX_SAFE_INTEGER, checked_converter, converter_for, to_json
 from sqladapter.settings import Settings
 
@@ -203,13 +203,8 @@ def test_generated_sqlite_rows_come_out_by_the_contract(sqlite_dir, rows):
         conn.execute("CREATE TABLE g (k INTEGER PRIMARY KEY, i INTEGER, r REAL, t TEXT, b BLOB, v)")
         conn.executemany("INSERT INTO g VALUES (?, ?, ?, ?, ?, ?)", [(k, *row) for k, row in enumerate(rows)])
     conn.close()
-    out = run_query(
-        connection_string=name,
-        query="SELECT i, r, t, b, v FROM g ORDER BY k",
-        shape="arrays",
-        settings=Settings.from_env({"SQLADAPTER_DATA_DIR": str(sqlite_dir)}),
-    )
-    connections.dispose_engines()
+    with Runtime(Settings.from_env({"SQLADAPTER_DATA_DIR": str(sqlite_dir)})) as runtime:
+        out = runtime.run(connection_string=name, query="SELECT i, r, t, b, v FROM g ORDER BY k", shape="arrays")
     assert_strict_json(out)
     assert out["rowCount"] == len(rows)
     for row, got in zip(rows, out["rows"]):
@@ -340,7 +335,7 @@ def _write_property(dialect: str, examples: int):
         assume(sql.strip())
         before = target.snapshot()
         try:
-            output = run_query(connection_string=target.connection_string, query=sql, timeout_ms=5000, settings=target.settings)
+            output = target.run(query=sql, timeout_ms=5000)
         except SqlAdapterError as exc:
             assert not exc.retryable, f"{sql!r}: {type(exc).__name__}: {exc.message}"
         else:

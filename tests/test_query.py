@@ -16,8 +16,8 @@ from sqladapter import (
     QueryError,
     QueryTimeoutError,
     run_query,
-    statements,
 )
+from sqladapter.runtime import close_default
 
 DB = "fake_people.db"
 
@@ -241,9 +241,7 @@ def test_read_only_statements_pass(people_db, query):
 def parser_bypassed(monkeypatch):
     """Switch the guard off, so only the database-level read-only layer stands."""
     monkeypatch.setattr("sqladapter.guard.check", lambda *args, **kwargs: None)
-    statements.prepare.cache_clear()
     yield
-    statements.prepare.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -335,9 +333,7 @@ def test_a_file_that_is_not_a_database_is_terminal(data_dir):
 def test_a_vanished_database_directory_is_retryable(data_dir, people_db, monkeypatch):
     # The file was there when the connection was resolved, then its volume went away.
     q("SELECT 1")
-    from sqladapter import connections
-
-    connections.dispose_engines()
+    close_default()
     settings_dir = data_dir
     people_db.rename(settings_dir / "moved.db")
     (settings_dir / "fake_people.db").mkdir()

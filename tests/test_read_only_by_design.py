@@ -15,8 +15,8 @@ from conftest import mysql_admin, postgresql_admin
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sqladapter import ConnectionConfigError, NotReadOnlyError, SqlAdapterError, connections, run_query
-from sqladapter.settings import Settings
+from sqladapter import ConnectionConfigError, NotReadOnlyError, SqlAdapterError, run_query
+from sqladapter.runtime import close_default, default
 
 # -- allowlists, derived from each database's catalog ----------------------------------------------
 
@@ -25,8 +25,8 @@ from sqladapter.settings import Settings
 def test_postgresql_allows_only_non_volatile_catalog_functions_or_reviewed_ones(postgresql_url):
     import sqladapter_postgresql as pg
 
-    target = connections.resolve(postgresql_url, settings=Settings.from_env())
-    allowed = connections.allowed_functions(target)
+    target = default().resolve(postgresql_url)
+    allowed = default().pools.allowed_functions(target)
     functions = {name for name in allowed if not name.startswith(pg.OPERATOR)}
     with postgresql_admin("sqla_dialects") as admin:
         volatility: dict[str, set[str]] = {}
@@ -56,8 +56,8 @@ def test_duckdb_allows_only_non_volatile_catalog_functions_or_reviewed_ones(data
     import sqladapter_duckdb as dk
 
     duckdb.connect(str(data_dir / "cat.duckdb")).close()
-    target = connections.resolve("cat.duckdb", settings=Settings.from_env())
-    allowed = connections.allowed_functions(target)
+    target = default().resolve("cat.duckdb")
+    allowed = default().pools.allowed_functions(target)
     with duckdb.connect(":memory:") as raw:
         rows = raw.execute("SELECT function_name, function_type, stability, internal FROM duckdb_functions()").fetchall()
     kinds: dict[str, set[tuple]] = {}
@@ -93,17 +93,16 @@ def test_sqlite_allows_only_deterministic_builtins_or_reviewed_ones():
 
 def test_sqlite_enforces_the_allowlist_in_the_database_too(people_db, monkeypatch):
     """With the guard switched off, SQLite's own authorizer still refuses a function off the list."""
-    from sqladapter import guard, statements
+    from sqladapter import guard
 
     monkeypatch.setattr(guard, "check", lambda *args, **kwargs: None)
-    statements.prepare.cache_clear()
     try:
         with pytest.raises(SqlAdapterError, match="not authorized") as caught:
             run_query(connection_string="fake_people.db", query="SELECT changes() AS c")
         assert not caught.value.retryable
         assert run_query(connection_string="fake_people.db", query="SELECT upper(name) AS u FROM people")["rowCount"] == 5
     finally:
-        statements.prepare.cache_clear()
+        close_default()  # statements checked with the guard off do not stay cached
 
 
 @pytest.mark.servers
@@ -244,8 +243,8 @@ def _numbers(dialect: str) -> list:
 
 def _poison(url: str, statements: list[str]) -> int:
     """Run `statements` on the connection this thread keeps for `url`, as a bypass would; its id."""
-    target = connections.resolve(url, settings=Settings.from_env())
-    connection, kept = connections.checkout(target)
+    target = default().resolve(url)
+    connection, kept = default().pools.checkout(target)
     assert kept, "the dialect should keep the connection for the next task"
     raw = connection.dbapi_connection
     if hasattr(raw, "execute"):  # psycopg
@@ -257,7 +256,7 @@ def _poison(url: str, statements: list[str]) -> int:
             for statement in statements:
                 cursor.execute(statement)
         ident = raw.thread_id()
-    connections.checkin(target, connection, kept)
+    default().pools.checkin(target, connection, kept)
     return ident
 
 

@@ -14,7 +14,7 @@ import pytest
 from rochallor_server import RochallorServer
 from worker_process import WorkerProcess
 
-from sqladapter import plugins
+from sqladapter.runtime import default
 from sqladapter.errors import UnknownDialectError
 
 pytest.importorskip("workflow_sdk", reason="the rochallor extra is not installed: pip install -e '.[rochallor]'")
@@ -30,7 +30,7 @@ def seed_with_cli(data_dir: Path, *args: str) -> None:
 
 def has_dialect(name: str) -> bool:
     try:
-        plugins.registry().for_backend(name)
+        default().registry.for_backend(name)
     except UnknownDialectError:
         return False
     return True

@@ -251,8 +251,7 @@ def test_a_configured_password_that_cannot_be_read_unambiguously_is_refused_and_
     """An unencoded @ (or a non-ASCII letter) moves the split between password and host, and the
     driver would name the "host", a piece of the password, in its error. Refused before any
     connection, at the first task and at worker start, with no piece of the password shown."""
-    from sqladapter import connections
-    from sqladapter.settings import Settings
+    from sqladapter import Runtime
 
     caplog.set_level("DEBUG")
     first, second = "Xq9" + secrets.token_hex(4), "tail" + secrets.token_hex(4)
@@ -264,23 +263,24 @@ def test_a_configured_password_that_cannot_be_read_unambiguously_is_refused_and_
         run_query(connection="ambiguous", query="SELECT 1 AS one")
     assert caught.value.type == "connection_config" and not caught.value.retryable
     with pytest.raises(SqlAdapterError, match="percent-encoded") as at_start:
-        connections.check_named_connections(Settings.from_env())
+        Runtime().pools.check_named_connections()
     texts = [caught.value.message, at_start.value.message, caplog.text]
     assert not [t for t in texts if first in t or second in t]
     # The same password percent-encoded is read as written.
     monkeypatch.setenv("SQLADAPTER_CONNECTION_AMBIGUOUS", _url(dialect, password))
-    assert connections.check_named_connections(Settings.from_env())
+    assert Runtime().pools.check_named_connections()
 
 
 def test_pieces_of_a_configured_password_are_redacted_from_driver_errors(tmp_path, monkeypatch):
     """Defence in depth: a driver error quoting part of the credentials shows none of it."""
-    from sqladapter import connections
+    from sqladapter import Runtime
     from sqladapter.settings import Settings
 
     password = "Zq7-" + secrets.token_hex(4) + ":tail" + secrets.token_hex(4)
     url = f"postgresql://{USER}:{password}@127.0.0.1:{PORTS['postgresql']}/{DATABASE}"
     monkeypatch.setenv("SQLADAPTER_CONNECTION_PIECES", url)
-    target = connections.resolve(connection="pieces", settings=Settings.from_env({"SQLADAPTER_DATA_DIR": str(tmp_path)}))
+    with Runtime(Settings.from_env({"SQLADAPTER_DATA_DIR": str(tmp_path)})) as runtime:
+        target = runtime.resolve(connection="pieces")
     head, _, tail = password.partition(":")
     from sqladapter.errors import redact
 

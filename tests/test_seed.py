@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sqladapter import UnknownDialectError, connections, plugins, run_query
+from sqladapter.runtime import close_default, default
+from sqladapter import UnknownDialectError, run_query
 from sqladapter.cli import cli
 from sqladapter.errors import ConnectionConfigError, InputError
 from sqladapter.seed import generate_orders, generate_people, seed, tutorial_people
@@ -37,7 +38,7 @@ TUTORIAL = [
 
 def _require_dialect(scheme: str, package: str) -> None:
     try:
-        plugins.registry().for_backend(scheme)
+        default().registry.for_backend(scheme)
     except UnknownDialectError:
         server_unavailable(f"the {scheme} dialect is not installed: pip install -e plugins/{package}")
 
@@ -216,7 +217,7 @@ def test_killed_seed_leaves_the_old_table(database: str, data_dir: Path):
     assert _rows(database, "SELECT * FROM people") == TUTORIAL
     # What the killed run left behind does not stand in the way of the next one. (DuckDB
     # opens a file read-only or read-write per process, not both: close the query path first.)
-    connections.dispose_engines()
+    close_default()
     seed(database, rows=8, force=True)
     assert _count(database, "people") == 8
 

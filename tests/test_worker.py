@@ -16,7 +16,7 @@ import pytest
 from conductor_server import ConductorServer
 from worker_process import WorkerProcess
 
-from sqladapter import plugins
+from sqladapter.runtime import default
 from sqladapter.errors import UnknownDialectError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,7 +138,7 @@ def test_misspelt_input_field_is_refused_and_engine_keys_are_ignored(served):
 def test_database_down_is_retryable_and_never_shows_the_password(served):
     server, worker, _ = served
     try:
-        plugins.registry().for_backend("postgresql")
+        default().registry.for_backend("postgresql")
     except UnknownDialectError:
         pytest.skip("the postgresql dialect is not installed: pip install -e plugins/sqladapter-postgresql")
     task_id = server.add_task("query_sql", {"connection": "down", "query": "SELECT 1"})
@@ -318,15 +318,16 @@ def test_a_bug_fails_the_task_with_a_generic_message_and_logs_the_traceback(monk
     """An exception that is not a SqlAdapterError is the worker's fault: FAILED (retryable), no details leak."""
     from conductor.client.http.models.task import Task
 
+    from sqladapter import Runtime
     from sqladapter.engines import conductor
 
-    def broken(task_input):
-        raise RuntimeError(f"internal state with postgresql://app:{PASSWORD}@db/x")
+    class Broken(Runtime):
+        def run(self, task_input=None, /, **fields):
+            raise RuntimeError(f"internal state with postgresql://app:{PASSWORD}@db/x")
 
-    monkeypatch.setattr(conductor, "run_query", broken)
     task = Task(task_id="t-1", workflow_instance_id="wf-1", task_def_name="query_sql", input_data={"query": "SELECT 1"})
-    with caplog.at_level("ERROR", logger="sqladapter.worker"):
-        result = conductor.execute_query_task(task)
+    with caplog.at_level("ERROR", logger="sqladapter.worker"), Broken() as runtime:
+        result = conductor.run_task(runtime, task)
     assert result.status == "FAILED"
     assert result.output_data["error"]["type"] == "internal" and result.output_data["error"]["retryable"] is True
     assert "t-1" in result.reason_for_incompletion and PASSWORD not in json.dumps(result.to_dict(), default=str)

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from conductor_server import ConductorServer
 
-from sqladapter import plugins
+from sqladapter.runtime import default
 from sqladapter.cli import cli
 from sqladapter.errors import InputError, UnknownDialectError
 from sqladapter.local_run import check_workflow, load_workflow, run_workflow, workflow_files
@@ -70,7 +70,7 @@ def test_shipped_workflows_use_only_query_sql_tasks_fed_from_the_workflow_input(
 
 def _require_dialect(name: str) -> None:
     try:
-        plugins.registry().for_backend(name)
+        default().registry.for_backend(name)
     except UnknownDialectError:
         pytest.skip(f"the {name} dialect is not installed: pip install -e plugins/sqladapter-{name}")
 

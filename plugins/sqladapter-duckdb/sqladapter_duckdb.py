@@ -3,7 +3,7 @@
 Read-only by DuckDB's own configuration: the file is opened `read_only`, external access
 (files, URLs, COPY, ATTACH, INSTALL/LOAD) is switched off, extensions are neither installed
 nor loaded on demand, and the configuration is locked so a query cannot switch any of it back
-on. A query past its time limit is stopped with `connection.interrupt()` from one shared
+on. A query past its time limit is stopped with `connection.interrupt()` from the dialect's
 watchdog thread.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import contextvars
 import datetime as dt
 import json
 import time
@@ -19,8 +18,8 @@ from typing import Any, Callable, Iterator
 
 import duckdb
 
-from sqladapter import connections, deadlines
 from sqladapter import (
+    BulkLoader,
     ConnectionConfigError,
     DatabaseUnavailableError,
     Dialect,
@@ -28,6 +27,7 @@ from sqladapter import (
     PermissionDeniedError,
     QueryError,
     QueryTimeoutError,
+    deadlines,
     hookimpl,
     jsontypes,
 )
@@ -100,22 +100,8 @@ READ_ONLY_CONFIG = {
 _MEMORY = ("", ":memory:")
 # How often a query past its deadline is interrupted again until it stops.
 _REINTERRUPT_SECONDS = 0.01
-# connection.info key: the deadline of the query being run.
-_DEADLINE = "sqladapter.duckdb.deadline"
 # Threads that run queries (see DuckDB.fetch); one stays busy for each query given up on.
-_runner = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="sqladapter-duckdb")
-
-
-def _close_quietly(raw: Any) -> None:
-    with contextlib.suppress(Exception):
-        raw.close()
-
-
-# Interrupts connections whose deadline has passed. DuckDB clears an interrupt when a query
-# starts, so one that arrived before the query got going is lost: it interrupts again every
-# _REINTERRUPT_SECONDS until the query's block releases it. An interrupt that lands between two
-# queries is harmless (the next query resets it).
-_watchdog = deadlines.Watchdog("sqladapter-duckdb-watchdog")
+_RUNNER_THREADS = 32
 
 
 def _interrupter(connection: Any) -> Callable[[int], None]:
@@ -283,11 +269,29 @@ def _value_converter(duck_type: Any) -> Callable[[Any], Any] | None:
 class DuckDB(Dialect):
     name = "duckdb"
     backends = ("duckdb",)
-    driver = "duckdb"
+    drivername = "duckdb"
     extensions = (".duckdb", ".ddb")
     grammar = "duckdb"
     paramstyles = ("qmark",)
-    package = "sqladapter-duckdb"
+
+    def __init__(self) -> None:
+        # Closed with the Runtime that registered this dialect (its threads start on first use).
+        self._runner: concurrent.futures.ThreadPoolExecutor | None = self._new_runner()
+        # Interrupts connections whose deadline has passed. DuckDB clears an interrupt when a
+        # query starts, so one that arrived before the query got going is lost: it interrupts
+        # again every _REINTERRUPT_SECONDS until the query's block releases it. An interrupt
+        # that lands between two queries is harmless (the next query resets it).
+        self._watchdog = deadlines.Watchdog("sqladapter-duckdb-watchdog")
+
+    @staticmethod
+    def _new_runner() -> concurrent.futures.ThreadPoolExecutor:
+        return concurrent.futures.ThreadPoolExecutor(_RUNNER_THREADS, thread_name_prefix="sqladapter-duckdb")
+
+    def close(self):
+        self._watchdog.close()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.shutdown(wait=False)
 
     def engine_options(self, url, *, read_only):
         options: dict[str, Any] = {
@@ -331,44 +335,41 @@ class DuckDB(Dialect):
             cursor.close()
         return frozenset((names - EXCLUDED_FUNCTIONS) | (REVIEWED_FUNCTIONS & every) | (TABLE_FUNCTIONS & table_functions))
 
-    def keeps_connection(self, connection):
+    def thread_may_keep(self, connection):
         # Statements autocommit and the database is read-only: nothing is left to undo.
         return True
 
     @contextlib.contextmanager
-    def time_limit(self, connection, timeout_ms: int) -> Iterator[None]:
-        deadline = time.monotonic() + timeout_ms / 1000
-        connection.info[_DEADLINE] = deadline
-        token, _ = _watchdog.watch(
-            deadline, _interrupter(connection.dbapi_connection), every=_REINTERRUPT_SECONDS, stages=None, inline=True
+    def time_limit(self, connection, limits) -> Iterator[None]:
+        token, _ = self._watchdog.watch(
+            limits.deadline, _interrupter(connection.dbapi_connection), every=_REINTERRUPT_SECONDS, stages=None, inline=True
         )
         try:
             yield
         finally:
-            _watchdog.release(token)
-        if time.monotonic() > deadline:
+            self._watchdog.release(token)
+        if time.monotonic() > limits.deadline:
             # An answer that came after the limit (the call did not look at the interrupt) is
             # reported as the limit, as it would have been had the query been stopped.
-            raise QueryTimeoutError(f"duckdb: the query ran past its {timeout_ms} ms time limit and was stopped")
+            raise QueryTimeoutError(f"duckdb: the query ran past its {limits.timeout_ms} ms time limit and was stopped")
 
-    def fetch(self, connection, sql, params, limit):
+    def fetch(self, connection, sql, params, limits):
         # DuckDB runs a query inside the worker's process, and some work (list_sort over tens of
         # millions of elements) happens inside one call that interrupt() cannot stop. So the
         # query runs on a thread of its own, and the task gives up waiting two grace periods
         # past its limit: it reports on time, and the connection is left to finish the call
         # and is then closed, never used again. The handoff costs one thread switch.
         raw = connection.dbapi_connection
-        deadline = connection.info.get(_DEADLINE)
+        if self._runner is None:  # used again after its Runtime closed
+            self._runner = self._new_runner()
         # The engine's connection wrapper forwards to the DuckDB connection; its cursor would
-        # only add a layer. DuckDB streams the result, so fetchmany reads `limit` rows at most.
-        future = _runner.submit(contextvars.copy_context().run, self.execute_and_fetch, raw, sql, params, limit)
-        wait = None if deadline is None else max(0.0, deadline - time.monotonic()) + 2 * deadlines.GRACE_SECONDS
+        # only add a layer. DuckDB streams the result, so fetchmany reads `limits.rows` at most.
+        future = self._runner.submit(self.execute_and_fetch, raw, sql, params, limits)
+        wait = max(0.0, limits.deadline - time.monotonic()) + 2 * deadlines.GRACE_SECONDS
         try:
             return future.result(timeout=wait)
         except concurrent.futures.TimeoutError:
-            connection.detach()
-            connection.info[connections.ABANDONED] = True
-            future.add_done_callback(lambda _: _close_quietly(raw))
+            self.give_up(connection, future)
             raise QueryTimeoutError(
                 "duckdb: the query ran past its time limit inside one call that DuckDB does not interrupt; "
                 "the worker stopped waiting for it. Make the query cheaper (smaller lists, fewer rows) or raise timeout_ms"
@@ -404,9 +405,10 @@ class DuckDB(Dialect):
             return QueryError(f"{text}; select fewer rows or columns, or aggregate in the query", code=code)
         return QueryError(text, code=code)
 
-    # -- seeding -------------------------------------------------------------------------------
 
-    def bulk_insert(self, dbapi_connection, table, columns, batches):
+
+class DuckDBLoader(BulkLoader):
+    def bulk_insert(self, dialect, dbapi_connection, table, columns, batches):
         # DuckDB's executemany runs one statement per row (about 2,000 rows a second); its CSV
         # reader loads a million rows in under a second. Without pyarrow or pandas installed,
         # a temporary CSV file is the fastest way in.
@@ -428,6 +430,9 @@ class DuckDB(Dialect):
                     f"COPY {table} ({', '.join(columns)}) FROM '{literal}' (FORMAT csv, HEADER false)"
                 )
         return count
+
+
+DuckDB.bulk_loader = DuckDBLoader()
 
 
 @hookimpl

@@ -23,6 +23,7 @@ from pymysql.constants import FIELD_TYPE
 from pymysql.cursors import SSCursor
 
 from sqladapter import (
+    BulkLoader,
     ConnectionConfigError,
     DatabaseUnavailableError,
     LockTimeoutError,
@@ -123,7 +124,6 @@ _PINNED_SETTINGS = (
 )
 
 # connection.info keys: the time limit asked for, and whether the server is MariaDB.
-_TIMEOUT_MS = "sqladapter.mysql.timeout_ms"
 _MARIADB = "sqladapter.mysql.mariadb"
 
 
@@ -149,14 +149,13 @@ def _abandon(cursor: Any) -> None:
 class MySQL(Dialect):
     name = "mysql"
     backends = ("mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql")
-    driver = "mysql+pymysql"
+    drivername = "mysql+pymysql"
     grammar = "mysql"
     paramstyles = ("pyformat",)
     functions = FUNCTIONS
     # Only how long to wait for the server: the rest (init_command, local_infile,
     # read_default_file, client_flag, ...) would let task input configure the session.
     inline_url_options = frozenset({"connect_timeout"})
-    package = "sqladapter-mysql"
 
     def engine_options(self, url, *, read_only):
         charset = url.query.get("charset")
@@ -184,15 +183,15 @@ class MySQL(Dialect):
             with dbapi_connection.cursor() as cursor:
                 cursor.execute("SET SESSION TRANSACTION READ ONLY")
 
-    def keeps_connection(self, connection):
+    def thread_may_keep(self, connection):
         # Read-only engines autocommit, so no transaction stays open; the session variables
         # set here are this dialect's own and set again whenever a query needs other values.
         return bool(connection.dbapi_connection.get_autocommit())
 
     @contextlib.contextmanager
-    def time_limit(self, connection, timeout_ms: int) -> Iterator[None]:
+    def time_limit(self, connection, limits) -> Iterator[None]:
         dbapi_connection = connection.dbapi_connection
-        connection.info[_TIMEOUT_MS] = timeout_ms
+        timeout_ms = limits.timeout_ms
         # The server stops the statement at the limit; the socket timeout only catches a server
         # that stopped answering altogether.
         backstop = timeout_ms / 1000 + BACKSTOP_SECONDS
@@ -215,17 +214,16 @@ class MySQL(Dialect):
                 f"mysql: the query ran past its {timeout_ms} ms time limit and was stopped", code=_TIME_LIMIT_USED
             )
 
-    def fetch(self, connection, sql, params, limit):
+    def fetch(self, connection, sql, params, limits):
         dbapi_connection = connection.dbapi_connection
-        info = connection.info
-        self._reset_session(dbapi_connection, info, info.get(_TIMEOUT_MS, 0), limit)
+        self._reset_session(dbapi_connection, connection.info, limits.timeout_ms, limits.rows)
         cursor: Any = dbapi_connection.cursor(SSCursor)
         try:
             cursor.execute(sql, params)
             description = cursor.description
             if description is None:
                 return (), []
-            rows = self.fetch_rows(cursor.fetchmany, limit)
+            rows = self.fetch_rows(cursor.fetchmany, limits)
             if cursor.fetchone() is not None:
                 # More rows are coming (the query's own LIMIT beats sql_select_limit, or the rows
                 # read already fill the output budget). Reading them all to reuse the connection
@@ -316,8 +314,8 @@ class MySQL(Dialect):
             return DatabaseUnavailableError(text, code=number)
         return QueryError(text, code=number)
 
-    # -- seeding -------------------------------------------------------------------------------
 
+class MySQLLoader(BulkLoader):
     # bulk_insert: the default executemany suits PyMySQL, which sends each batch as multi-row
     # INSERT statements.
 
@@ -332,6 +330,9 @@ class MySQL(Dialect):
         connection.exec_driver_sql(f"DROP TABLE IF EXISTS {old}")
         connection.exec_driver_sql(f"RENAME TABLE {quote(table)} TO {old}, {quote(staging)} TO {quote(table)}")
         connection.exec_driver_sql(f"DROP TABLE {old}")
+
+
+MySQL.bulk_loader = MySQLLoader()
 
 
 @hookimpl

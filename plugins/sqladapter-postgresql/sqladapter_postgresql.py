@@ -31,10 +31,12 @@ from psycopg.postgres import types as pg_types
 from psycopg.types.datetime import DateLoader, IntervalLoader, TimestampLoader, TimestamptzLoader
 
 from sqladapter import (
+    BulkLoader,
     ConnectionConfigError,
     DatabaseUnavailableError,
     Dialect,
     InputError,
+    Limits,
     LockTimeoutError,
     NotReadOnlyError,
     PermissionDeniedError,
@@ -316,10 +318,9 @@ def _kind(node: Any) -> str:
 class PostgreSQL(Dialect):
     name = "postgresql"
     backends = ("postgresql", "postgresql+psycopg", "postgres")
-    driver = "postgresql+psycopg"
+    drivername = "postgresql+psycopg"
     grammar = "postgres"
     paramstyles = ("numeric_dollar",)
-    package = "sqladapter-postgresql"
     # Only how long to wait for the server: `options` sets any session setting, `sslmode`,
     # `service`, `passfile` and the rest configure the client, so they belong to the operator.
     inline_url_options = frozenset({"connect_timeout"})
@@ -431,12 +432,12 @@ class PostgreSQL(Dialect):
             dbapi_connection.autocommit = False
             dbapi_connection.read_only = True
 
-    def keeps_connection(self, connection):
+    def thread_may_keep(self, connection):
         # In autocommit no transaction outlives a query; fetch closes its cursor and stream.
         return bool(connection.dbapi_connection.autocommit)
 
     @contextlib.contextmanager
-    def time_limit(self, connection, timeout_ms: int) -> Iterator[None]:
+    def time_limit(self, connection, limits) -> Iterator[None]:
         dbapi_connection = connection.dbapi_connection
         if dbapi_connection.autocommit:
             # Every task starts from the session as it was opened (RESET ALL returns every setting
@@ -445,18 +446,18 @@ class PostgreSQL(Dialect):
             # trip, and nothing cached from the task before.
             dbapi_connection.execute(
                 f"RESET ALL; SELECT pg_catalog.pg_advisory_unlock_all(); {_PINNED}; "
-                f"SET statement_timeout = {int(timeout_ms)}"
+                f"SET statement_timeout = {int(limits.timeout_ms)}"
             )
         else:
-            dbapi_connection.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+            dbapi_connection.execute(f"SET LOCAL statement_timeout = {int(limits.timeout_ms)}")
         yield
 
-    def fetch(self, connection, sql, params, limit):
+    def fetch(self, connection, sql, params, limits):
         dbapi_connection = connection.dbapi_connection
         if dbapi_connection.autocommit:
             self._ensure_read_only(dbapi_connection)
         try:
-            return self._stream(dbapi_connection.cursor(), sql, params, limit)
+            return self._stream(dbapi_connection.cursor(), sql, params, limits)
         except psycopg.DataError as exc:
             if not _out_of_python_range(exc):
                 raise
@@ -464,13 +465,14 @@ class PostgreSQL(Dialect):
         cursor = dbapi_connection.cursor()
         for name, loader in _TEXT_WHEN_OUT_OF_RANGE.items():
             cursor.adapters.register_loader(name, loader)
-        return self._stream(cursor, sql, params, limit)
+        return self._stream(cursor, sql, params, limits)
 
-    def _stream(self, cursor: Any, sql: str, params: Any, limit: int) -> tuple[Any, list]:
+    def _stream(self, cursor: Any, sql: str, params: Any, limits: Limits) -> tuple[Any, list]:
+        limit = limits.rows
         try:
             stream = cursor.stream(sql, params, size=min(limit, _MAX_CHUNK) if _CHUNKED else 1)
             try:
-                rows = self.fetch_rows(lambda n: list(itertools.islice(stream, n)), limit)
+                rows = self.fetch_rows(lambda n: list(itertools.islice(stream, n)), limits)
                 if len(rows) == limit:
                     # With the limit in the SQL the result ends here: reading on to its end
                     # spares the cancel (a new connection to the server) that closing early sends.
@@ -565,9 +567,9 @@ class PostgreSQL(Dialect):
             return DatabaseUnavailableError(text, code=state or None)
         return QueryError(text, code=state or None)
 
-    # -- seeding -------------------------------------------------------------------------------
 
-    def bulk_insert(self, dbapi_connection, table, columns, batches):
+class PostgreSQLLoader(BulkLoader):
+    def bulk_insert(self, dialect, dbapi_connection, table, columns, batches):
         # COPY streams rows in one statement: several times faster than batched INSERTs.
         count = 0
         with dbapi_connection.cursor() as cursor:
@@ -577,6 +579,9 @@ class PostgreSQL(Dialect):
                         copy.write_row(row)
                     count += len(batch)
         return count
+
+
+PostgreSQL.bulk_loader = PostgreSQLLoader()
 
 
 @hookimpl

@@ -183,13 +183,12 @@ _STORAGE_CLASSES = {int: "INTEGER", float: "REAL", str: "TEXT", bytes: "BLOB", t
 class SQLite(Dialect):
     name = "sqlite"
     backends = ("sqlite", "sqlite+pysqlite")
-    driver = "sqlite+pysqlite"
+    drivername = "sqlite+pysqlite"
     extensions = (".db", ".sqlite", ".sqlite3")
     grammar = "sqlite"
     paramstyles = ("named", "qmark")
     functions = _FUNCTIONS | _TABLE_FUNCTIONS
     typed_columns = False  # SQLite columns hold any type, row by row
-    package = "sqladapter"
 
     def engine_options(self, url, *, read_only):
         path = url.database or ":memory:"
@@ -221,12 +220,12 @@ class SQLite(Dialect):
         # A local file needs no pre-ping; keep enough connections for a worker's threads.
         return {"creator": connect, "poolclass": QueuePool, "pool_size": 8, "max_overflow": 8}
 
-    def keeps_connection(self, connection):
+    def thread_may_keep(self, connection):
         # A SELECT opens no transaction in sqlite3, and fetch closes its cursor, which ends
         # the statement and its read lock: nothing is left for the pool's rollback to undo.
         return True
 
-    def time_limit(self, connection, timeout_ms: int) -> _Deadline:
+    def time_limit(self, connection, limits) -> _Deadline:
         # One progress handler per connection, installed on its first query and armed for each
         # query: cheaper than installing and removing a handler every time.
         dbapi_connection = connection.dbapi_connection
@@ -237,7 +236,7 @@ class SQLite(Dialect):
             connection.info[_DEADLINE] = (dbapi_connection, deadline)
         else:
             deadline = installed[1]
-        deadline.seconds = timeout_ms / 1000
+        deadline.seconds = limits.timeout_ms / 1000
         return deadline
 
     def column_type(self, column, sample):

@@ -40,7 +40,8 @@ from conductor.client.worker.worker_config import resolve_worker_config
 
 from .. import logs, metrics, tracing
 from ..errors import SqlAdapterError, redact
-from ..query import INPUT_FIELDS, run_query
+from ..query import INPUT_FIELDS
+from ..runtime import Runtime, default
 from ..settings import Settings
 from . import TASK_NAME
 
@@ -73,13 +74,18 @@ _OUTCOMES = {
 
 
 def execute_query_task(task: Task) -> TaskResult:
+    """Run a `query_sql` task on the process's default Runtime (the SDK's worker function)."""
+    return run_task(default(), task)
+
+
+def run_task(runtime: Runtime, task: Task) -> TaskResult:
     """Run a `query_sql` task: COMPLETED with the query output, else FAILED or FAILED_WITH_TERMINAL_ERROR."""
     if _observing or tracing.enabled():
-        return _observed(task)
-    return _execute(task, task_input(task.input_data))
+        return _observed(runtime, task)
+    return _execute(runtime, task, task_input(task.input_data))
 
 
-def _observed(task: Task) -> TaskResult:
+def _observed(runtime: Runtime, task: Task) -> TaskResult:
     """execute_query_task, counted in the metrics, logged as one JSON line, traced as one span."""
     name = task.task_def_name or task.task_type or "unknown"
     query_input = task_input(task.input_data)
@@ -92,20 +98,20 @@ def _observed(task: Task) -> TaskResult:
     try:
         if span is not None:
             with tracing.current(span):
-                result = _execute(task, query_input)
+                result = _execute(runtime, task, query_input)
         else:
-            result = _execute(task, query_input)
+            result = _execute(runtime, task, query_input)
     finally:
         elapsed = time.perf_counter() - started
     try:
-        _record(task, name, query_input, result, elapsed, span, op)
+        _record(runtime, task, name, query_input, result, elapsed, span, op)
     except Exception as exc:
         # The result stands whatever happens to its record.
         log.warning("task %s: recording its metrics, log line or span failed: %s", task.task_id, type(exc).__name__)
     return result
 
 
-def _record(task: Task, name: str, query_input: Dict[str, Any], result: TaskResult, elapsed: float,
+def _record(runtime: Runtime, task: Task, name: str, query_input: Dict[str, Any], result: TaskResult, elapsed: float,
             span: Any, op: Optional[str]) -> None:
     output = result.output_data if isinstance(result.output_data, dict) else {}
     outcome = _OUTCOMES.get(result.status, "failed")
@@ -115,9 +121,10 @@ def _record(task: Task, name: str, query_input: Dict[str, Any], result: TaskResu
         dialect = output.get("dialect") or metrics.UNKNOWN_DIALECT
         rows, truncated = output.get("rowCount"), bool(output.get("truncated"))
     else:
-        dialect, rows, truncated = metrics.dialect_of(query_input), None, None
+        dialect, rows, truncated = metrics.dialect_of(runtime, query_input), None, None
     if _metrics is not None:
         _metrics.task_finished(name, dialect, outcome, elapsed, output if outcome == "completed" else None, error_type)
+        _metrics.record_connections(runtime.pools.open_connections())
     if span is not None:
         tracing.finish(span, op, dialect=dialect, outcome=outcome, error_type=error_type, rows=rows, truncated=truncated)
     if logs.json_enabled():
@@ -126,10 +133,10 @@ def _record(task: Task, name: str, query_input: Dict[str, Any], result: TaskResu
                   truncated=truncated)
 
 
-def _execute(task: Task, query_input: Dict[str, Any]) -> TaskResult:
+def _execute(runtime: Runtime, task: Task, query_input: Dict[str, Any]) -> TaskResult:
     result = TaskResult(task_id=task.task_id, workflow_instance_id=task.workflow_instance_id, worker_id=task.worker_id)
     try:
-        output = run_query(query_input)
+        output = runtime.run(query_input)
     except SqlAdapterError as exc:
         return failed_result(result, exc)
     except Exception:
@@ -367,13 +374,15 @@ def serve(
     metrics_port: Optional[int] = None,
     metrics_host: str = "0.0.0.0",
     log_format: str = "text",
+    runtime: Optional[Runtime] = None,
 ) -> int:
     """Run the workers under a TaskHandler until SIGTERM or SIGINT, then drain and return 0.
 
     metrics_port: serve /metrics, /health and /ready there (0: any free port, announced).
     log_format: "json" makes every worker process log one JSON object per line.
+    runtime: whose dialects the startup line names (each worker process makes its own Runtime).
     """
-    from ..plugins import registry
+    dialects = sorted((runtime or default()).registry.by_name)
 
     configuration = configuration or Configuration()
     monitor = metrics.Monitor() if metrics_port is not None else None
@@ -408,7 +417,7 @@ def serve(
             # Listening before the workers start: a port already taken stops the worker at once.
             host, port = monitor.serve(metrics_host, metrics_port)
         handler.start_processes()
-        announce(startup_line(configuration, workers, sorted(registry().by_name)))
+        announce(startup_line(configuration, workers, dialects))
         if monitor is not None:
             announce(f"sqladapter worker: metrics on http://{host}:{port}/metrics, health on /health and /ready")
         if not configuration.host.rstrip("/").endswith("/api"):

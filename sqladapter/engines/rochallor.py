@@ -24,7 +24,8 @@ from workflow_sdk.handler.registry import HandlerRegistry
 from workflow_sdk.runner.runner import Runner
 
 from ..errors import SqlAdapterError, redact
-from ..query import INPUT_FIELDS, run_query
+from ..query import INPUT_FIELDS
+from ..runtime import Runtime, default
 from . import TASK_NAME
 
 log = logging.getLogger("sqladapter.worker")
@@ -44,12 +45,15 @@ def job_input(variables: Mapping[str, Any] | None) -> dict[str, Any]:
     return {key: value for key, value in (variables or {}).items() if key in INPUT_FIELDS}
 
 
-def make_handler(result_variable: str = DEFAULT_RESULT_VARIABLE) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """A job handler running the job's query and returning {result_variable: output}."""
+def make_handler(
+    result_variable: str = DEFAULT_RESULT_VARIABLE, runtime: Runtime | None = None
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A job handler running the job's query on `runtime` (the default one if none) and
+    returning {result_variable: output}."""
 
     def query_sql(job: dict[str, Any]) -> dict[str, Any]:
         try:
-            output = run_query(job_input(job.get("variables")))
+            output = (runtime or default()).run(job_input(job.get("variables")))
         except SqlAdapterError as exc:
             message = f"{exc.type}: {redact(exc.message)}"
             if exc.retryable:
@@ -108,12 +112,12 @@ def serve(
     poll_interval: float = 0.5,
     grace_seconds: float = 30.0,
     announce: Callable[[str], None] = print,
+    runtime: Runtime | None = None,
 ) -> int:
     """Serve query_sql (and aliases) to the Rochallor engine at `url` until SIGTERM/SIGINT; return 0."""
-    from ..plugins import registry as dialects
-
+    runtime = runtime or default()
     handlers = HandlerRegistry()
-    handler = make_handler(result_variable)
+    handler = make_handler(result_variable, runtime)
     for name in task_names or [TASK_NAME]:
         handlers.register(name, handler)
     worker_id = worker_id or socket.gethostname()
@@ -130,7 +134,7 @@ def serve(
     announce(
         f"sqladapter worker: server {redact(url)} (rochallor); worker id {worker_id}; "
         f"job types {', '.join(handlers.job_types())} ({parallelism} at once); result variable {result_variable}; "
-        f"dialects {', '.join(sorted(dialects().by_name)) or 'none'}"
+        f"dialects {', '.join(sorted(runtime.registry.by_name)) or 'none'}"
     )
     try:
         runner.run()
