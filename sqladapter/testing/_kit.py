@@ -397,7 +397,7 @@ class Kit:
 
     def start(self) -> Kit:
         self._stack.enter_context(_exclusive(self.database.connection_string + str(self.database.data_dir)))
-        if not self.database._prepared:
+        if not self.database._prepared or not self.intact():
             self.prepare()
         return self
 
@@ -524,18 +524,41 @@ class Kit:
                 pytest.fail(f"the kit could not fill kit_rows through raw_connect: {count} rows", pytrace=False)
         self.database._prepared = True
 
+    def _rows_or_missing(self, raw: Any, sql: str) -> Any:
+        try:
+            return sorted(self.read(raw, sql))
+        except Exception as exc:  # the table is gone: a write got through
+            with contextlib.suppress(Exception):
+                raw.rollback()
+            return f"unreadable: {type(exc).__name__}"
+
     def tables(self, raw: Any) -> dict[str, Any]:
         """What the kit's small tables hold, and whether a table a write would create exists."""
         return {
-            "numbers": sorted(self.read(raw, "SELECT n FROM numbers")),
-            "people": sorted(self.read(raw, f"SELECT {', '.join(PEOPLE_COLUMNS)} FROM people")),
-            "audit": sorted(self.read(raw, "SELECT id, note FROM audit")),
-            "kit_rows": self.read(raw, "SELECT count(*), sum(id) FROM kit_rows"),
+            "numbers": self._rows_or_missing(raw, "SELECT n FROM numbers"),
+            "people": self._rows_or_missing(raw, f"SELECT {', '.join(PEOPLE_COLUMNS)} FROM people"),
+            "audit": self._rows_or_missing(raw, "SELECT id, note FROM audit"),
+            "kit_rows": self._rows_or_missing(raw, "SELECT count(*), sum(id) FROM kit_rows"),
             "kit_sneaky exists": self._exists(raw, "kit_sneaky"),
         }
 
+    def intact(self) -> bool:
+        """Whether the kit's tables hold what prepare() put there (an earlier check may have
+        found a plugin that let a write through)."""
+        with self.raw() as raw:
+            tables = self.tables(raw)
+            wide = self._rows_or_missing(raw, "SELECT count(*) FROM kit_wide")
+        return (
+            tables["numbers"] == [(n,) for n in NUMBERS]
+            and len(tables["people"]) == 5
+            and tables["audit"] == [(1, "created")]
+            and tables["kit_rows"] == [(KIT_ROWS, KIT_ROWS * (KIT_ROWS + 1) // 2)]
+            and not tables["kit_sneaky exists"]
+            and wide == [(WIDE_ROWS,)]
+        )
+
     def numbers(self, raw: Any) -> list[int]:
-        return [n for (n,) in sorted(self.read(raw, "SELECT n FROM numbers"))]
+        return [row[0] for row in self._rows_or_missing(raw, "SELECT n FROM numbers") if isinstance(row, tuple)]
 
     def files(self, *, digest: bool) -> dict[str, Any]:
         """The files of the data directory: their digests, or (cheaper) sizes and change times."""

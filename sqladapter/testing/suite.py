@@ -341,7 +341,7 @@ class DialectSuite:
                 for entry in entries:
                     sql = hostile.render(entry["sql"], outside, database.data_dir, server_database or "")
                     why = entry["why"]
-                    outcome = s.attempt(sql, timeout_ms=HOSTILE_TIMEOUT_MS)
+                    outcome = s.attempt(sql, timeout_ms=HOSTILE_TIMEOUT_MS, wait=promise(HOSTILE_TIMEOUT_MS) + 1)
                     problem = self._hostile_problem(database.dialect, entry, sql, outcome, outside.marker)
                     if problem:
                         problems.append(problem)
