@@ -557,6 +557,15 @@ class Kit:
             and wide == [(WIDE_ROWS,)]
         )
 
+    def state(self, raw: Any) -> Any:
+        """The plugin's `Database.state`, or what it raised (a write got through and broke it)."""
+        try:
+            return self.database.state(raw)
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                raw.rollback()
+            return f"unreadable: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
     def numbers(self, raw: Any) -> list[int]:
         return [row[0] for row in self._rows_or_missing(raw, "SELECT n FROM numbers") if isinstance(row, tuple)]
 
@@ -586,7 +595,7 @@ class Kit:
         if raw is not None:
             snap["tables"] = self.tables(raw)
             if self.database.state is not None:
-                snap["state"] = self.database.state(raw)
+                snap["state"] = self.state(raw)
         snap["files"] = self.files(digest=digest)
         if outside is not None:
             snap["outside"] = outside.listing()

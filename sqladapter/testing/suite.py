@@ -233,6 +233,15 @@ class DialectSuite:
             def judge(sql: str, outcome: Outcome, context: str = "") -> None:
                 nonlocal before
                 what = f"{label(sql)} with the guard bypassed{context}"
+                if outcome.finished and outcome.reached and outcome.error is None and outcome.crash is None:
+                    s.attempt("COMMIT")  # what a second task would send to keep the write
+                changed = None
+                if raw is not None:
+                    after = kit.snapshot(raw)
+                    if after != before:
+                        changed = difference(before, after)
+                        kit.prepare()
+                        before = kit.snapshot(raw)
                 if not outcome.finished or outcome.crash is not None:
                     problems.append(f"{what} ended badly: {outcome.describe()} ({sql})")
                 elif not outcome.reached:
@@ -241,25 +250,18 @@ class DialectSuite:
                         f"({outcome.describe()}); does the plugin's compile call sqladapter.guard.check? ({sql})"
                     )
                 elif outcome.error is None:
-                    s.attempt("COMMIT")  # what a second task would send to keep the write
                     problems.append(f"{MISSING_DATABASE_LAYER}: {what} was accepted by the database ({sql})")
-                elif not (
+                elif changed is None and not (
                     isinstance(outcome.error, PermissionDeniedError)
                     and not outcome.error.retryable
                     and _says_read_only(outcome.error.message)
                 ):
                     problems.append(
-                        f"the database refused {what}, but it was reported as {outcome.describe()}: a write the "
-                        f"database refuses must be a terminal PermissionDeniedError saying read-only ({sql})"
+                        f"the database did not refuse {what} as read-only: it ended in {outcome.describe()}; a write "
+                        f"the database refuses must be a terminal PermissionDeniedError saying read-only ({sql})"
                     )
-                if raw is not None:
-                    after = kit.snapshot(raw)
-                    if after != before:
-                        problems.append(
-                            f"{MISSING_DATABASE_LAYER}: {what} changed the table ({difference(before, after)}; {sql})"
-                        )
-                        kit.prepare()
-                        before = kit.snapshot(raw)
+                if changed is not None:
+                    problems.append(f"{MISSING_DATABASE_LAYER}: {what} changed the table ({changed}; {sql})")
 
             for sql in (*WRITES, *database.database_refuses):
                 judge(sql, s.attempt(sql))
@@ -569,7 +571,7 @@ class DialectSuite:
             if first.output is None:
                 pytest.fail(f"the probe {database.probe!r} failed: {first.describe()}", pytrace=False)
             probe, connection = first.rows, first.connection
-            server = database.state(raw) if raw is not None and database.state is not None else None
+            server = kit.state(raw) if raw is not None and database.state is not None else None
             for change in changes:
                 with s.guard_bypassed():
                     done = s.attempt(change, timeout_ms=STATE_TIMEOUT_MS)
@@ -577,7 +579,10 @@ class DialectSuite:
                     problems.append(f"the kit cannot check {change!r}: it never reached the database ({done.describe()})")
                 after = s.attempt(database.probe, timeout_ms=STATE_TIMEOUT_MS)
                 if after.output is None:
-                    problems.append(f"after {change!r} ({done.describe()}) the next task failed: {after.describe()}")
+                    problems.append(
+                        f"session state crossed tasks: after {change!r} (guard bypassed; {done.describe()}), the next "
+                        f"task failed: {after.describe()}"
+                    )
                     continue
                 if after.connection is not connection:
                     problems.append(
@@ -591,7 +596,7 @@ class DialectSuite:
                         f"task on the same connection saw {after.rows} instead of {probe}"
                     )
                 if server is not None:
-                    now = database.state(raw)
+                    now = kit.state(raw)
                     if now != server:
                         problems.append(
                             f"session state crossed tasks: after {change!r}, the next task left {difference({'state': server}, {'state': now})} "
