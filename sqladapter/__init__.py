@@ -10,6 +10,7 @@ this file first: importing them here would make `sqladapter --help`, and any mod
 needs the errors or settings, wait for the whole database stack.
 """
 
+from types import MappingProxyType
 import importlib
 from typing import TYPE_CHECKING, Any
 
@@ -33,13 +34,13 @@ if TYPE_CHECKING:
     from .runtime import Runtime, run_query
 
 # Public names that are imported when first asked for, and the module that defines each.
-_LAZY = {
+_LAZY = MappingProxyType({
     "BulkLoader": ".dialect",
     "Dialect": ".dialect",
     "Limits": ".dialect",
     "Runtime": ".runtime",
     "run_query": ".runtime",
-}
+})
 
 
 def __getattr__(name: str) -> Any:

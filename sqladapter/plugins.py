@@ -6,6 +6,7 @@ and its own `Registry` from it.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 import importlib
 import os
 from dataclasses import dataclass, field
@@ -21,13 +22,13 @@ from .errors import UnknownDialectError
 ENTRY_POINT_GROUP = "sqladapter"
 
 # Where users look for a dialect that is not installed, by URL scheme.
-KNOWN_PACKAGES = {
+KNOWN_PACKAGES = MappingProxyType({
     "duckdb": "sqladapter-duckdb",
     "mysql": "sqladapter-mysql",
     "mariadb": "sqladapter-mysql",
     "postgresql": "sqladapter-postgresql",
     "postgres": "sqladapter-postgresql",
-}
+})
 
 
 def get_plugin_manager(environ: Mapping[str, str] = os.environ) -> pluggy.PluginManager:

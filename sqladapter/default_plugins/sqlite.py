@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 import json
 import math
 import sqlite3
@@ -177,7 +178,7 @@ class _Deadline:
 
 _DEADLINE = "sqladapter.sqlite.deadline"
 
-_STORAGE_CLASSES = {int: "INTEGER", float: "REAL", str: "TEXT", bytes: "BLOB", type(None): "NULL"}
+_STORAGE_CLASSES = MappingProxyType({int: "INTEGER", float: "REAL", str: "TEXT", bytes: "BLOB", type(None): "NULL"})
 
 
 class SQLite(Dialect):

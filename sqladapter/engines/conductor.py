@@ -18,6 +18,7 @@ task definition's responseTimeoutSeconds without being handed to another worker)
 (sqladapter.logs) and OpenTelemetry spans (sqladapter.tracing) in every worker process.
 """
 
+from types import MappingProxyType
 import logging
 import signal
 import sys
@@ -63,14 +64,24 @@ def task_input(input_data: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
 
 # In a worker process with metrics or JSON logs on (see _setup_process), or with tracing
 # enabled; the task path without them stays as short as it was.
-_observing = False
-_metrics: Optional[metrics.WorkerMetrics] = None
+class _WorkerProcess:
+    """What `serve` turned on in this SDK worker process, and its stop: found by the signal
+    handler and the runner's hooks, which the SDK calls with no handle of ours."""
 
-_OUTCOMES = {
+    def __init__(self) -> None:
+        self.observing = False
+        self.metrics: Optional[metrics.WorkerMetrics] = None
+        self.stopping = threading.Event()
+        self.runner: Optional[TaskRunner] = None
+
+
+_process = _WorkerProcess()
+
+_OUTCOMES = MappingProxyType({
     TaskResultStatus.COMPLETED: "completed",
     TaskResultStatus.FAILED: "failed",
     TaskResultStatus.FAILED_WITH_TERMINAL_ERROR: "failed_terminal",
-}
+})
 
 
 def execute_query_task(task: Task) -> TaskResult:
@@ -80,7 +91,7 @@ def execute_query_task(task: Task) -> TaskResult:
 
 def run_task(runtime: Runtime, task: Task) -> TaskResult:
     """Run a `query_sql` task: COMPLETED with the query output, else FAILED or FAILED_WITH_TERMINAL_ERROR."""
-    if _observing or tracing.enabled():
+    if _process.observing or tracing.enabled():
         return _observed(runtime, task)
     return _execute(runtime, task, task_input(task.input_data))
 
@@ -92,8 +103,8 @@ def _observed(runtime: Runtime, task: Task) -> TaskResult:
     span = op = None
     if tracing.enabled():
         span, op = tracing.start(name, task.task_id, task.workflow_instance_id, query_input)
-    if _metrics is not None:
-        _metrics.task_started(name)
+    if _process.metrics is not None:
+        _process.metrics.task_started(name)
     started = time.perf_counter()
     try:
         if span is not None:
@@ -122,9 +133,9 @@ def _record(runtime: Runtime, task: Task, name: str, query_input: Dict[str, Any]
         rows, truncated = output.get("rowCount"), bool(output.get("truncated"))
     else:
         dialect, rows, truncated = metrics.dialect_of(runtime, query_input), None, None
-    if _metrics is not None:
-        _metrics.task_finished(name, dialect, outcome, elapsed, output if outcome == "completed" else None, error_type)
-        _metrics.record_connections(runtime.pools.open_connections())
+    if _process.metrics is not None:
+        _process.metrics.task_finished(name, dialect, outcome, elapsed, output if outcome == "completed" else None, error_type)
+        _process.metrics.record_connections(runtime.pools.open_connections())
     if span is not None:
         tracing.finish(span, op, dialect=dialect, outcome=outcome, error_type=error_type, rows=rows, truncated=truncated)
     if logs.json_enabled():
@@ -209,8 +220,6 @@ def task_definition(name: str = TASK_NAME, owner_email: str = DEFAULT_OWNER_EMAI
 
 # -- stopping a worker process without dropping tasks -----------------------------------------
 
-_stopping = threading.Event()
-_runner: Optional[TaskRunner] = None
 
 
 def _find_runner(frame: Any) -> Optional[TaskRunner]:
@@ -225,13 +234,12 @@ def _find_runner(frame: Any) -> Optional[TaskRunner]:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    global _runner
-    _stopping.set()
-    _runner = _runner or _find_runner(frame)
-    if _runner is not None:
+    _process.stopping.set()
+    _process.runner = _process.runner or _find_runner(frame)
+    if _process.runner is not None:
         # update-v2 answers with the next task and the SDK runs it at once; the v1 update
         # answers nothing, so each in-flight chain ends with the task it holds.
-        _runner._use_update_v2 = False
+        _process.runner._use_update_v2 = False
 
 
 def _unpickled_by_spawn() -> bool:
@@ -245,20 +253,19 @@ def _unpickled_by_spawn() -> bool:
 
 def _setup_process(worker: "QueryWorker") -> None:
     """Turn on, in this worker process, what `serve` asked for: metrics, JSON logs; and tracing."""
-    global _observing, _metrics
     options = worker.observability
     if options.get("log_format") == "json":
         logs.configure("json", Configuration().log_level)
     if options.get("metrics"):
-        _metrics = metrics.worker_metrics()
-        _metrics.process_started(worker.task_definition_name, int(effective_settings(worker)["thread_count"]))
+        _process.metrics = metrics.worker_metrics()
+        _process.metrics.process_started(worker.task_definition_name, int(effective_settings(worker)["thread_count"]))
     if tracing.requested():
         reason = tracing.missing()
         if reason is None:
             tracing.enable()
         else:
             log.warning("sqladapter worker: OTEL_EXPORTER_OTLP_ENDPOINT is set but no spans are exported: %s", reason)
-    _observing = _metrics is not None or logs.json_enabled() or tracing.enabled()
+    _process.observing = _process.metrics is not None or logs.json_enabled() or tracing.enabled()
 
 
 class QueryWorker(Worker):
@@ -277,10 +284,10 @@ class QueryWorker(Worker):
 
     @property
     def paused(self) -> bool:
-        if _metrics is not None:
+        if _process.metrics is not None:
             # The runner's loop reads this right before each poll: its heartbeat for /health.
-            _metrics.loop_ran(self.task_definition_name)
-        if not _stopping.is_set():
+            _process.metrics.loop_ran(self.task_definition_name)
+        if not _process.stopping.is_set():
             return self._paused
         if threading.current_thread() is threading.main_thread():
             self._finish_when_drained()
@@ -294,13 +301,12 @@ class QueryWorker(Worker):
     def _finish_when_drained() -> None:
         # Called by the runner's main loop right before it would poll, so no task can be
         # handed to the pool between this check and the loop's exit.
-        global _runner
-        _runner = _runner or _find_runner(sys._getframe(1))
-        if _runner is None:
+        _process.runner = _process.runner or _find_runner(sys._getframe(1))
+        if _process.runner is None:
             return
-        _runner._use_update_v2 = False
-        if all(future.done() for future in list(_runner._running_tasks)):
-            _runner._shutdown = True
+        _process.runner._use_update_v2 = False
+        if all(future.done() for future in list(_process.runner._running_tasks)):
+            _process.runner._shutdown = True
 
 
 def make_worker(
