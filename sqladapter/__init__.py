@@ -10,8 +10,8 @@ this file first: importing them here would make `sqladapter --help`, and any mod
 needs the errors or settings, wait for the whole database stack.
 """
 
-from types import MappingProxyType
 import importlib
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from .errors import (

@@ -30,7 +30,6 @@ value's type and falls back to the general rule.
 
 from __future__ import annotations
 
-from types import MappingProxyType
 import base64
 import datetime as dt
 import decimal
@@ -38,7 +37,8 @@ import ipaddress
 import itertools
 import math
 import uuid
-from typing import Any, Callable, Iterable, Sequence
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .errors import QueryError
 

@@ -6,10 +6,10 @@ and its own `Registry` from it.
 
 from __future__ import annotations
 
-from types import MappingProxyType
 import importlib
 import os
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Mapping
 
 import pluggy

@@ -222,10 +222,11 @@ def _execute(runtime: Runtime, source: Source, sql: str, params: Any, limits: Li
             raise classify(source, exc, connecting=True) from None
         raw = connection.dbapi_connection
         if ends_from_outside:
-            token, overrun = runtime.watchdog.watch(
-                limits.deadline + deadlines.GRACE_SECONDS,
-                lambda stage: dialect.cancel(engine, raw, end_session=stage >= 2),
-            )
+
+            def cancel(stage: int, raw: Any = raw) -> None:
+                dialect.cancel(engine, raw, end_session=stage >= 2)
+
+            token, overrun = runtime.watchdog.watch(limits.deadline + deadlines.GRACE_SECONDS, cancel)
         else:
             token, overrun = None, _NOT_WATCHED
         try:

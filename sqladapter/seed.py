@@ -9,7 +9,6 @@ rows in SQLite, DuckDB, MySQL and PostgreSQL.
 
 from __future__ import annotations
 
-from types import MappingProxyType
 import csv
 import datetime as dt
 import functools
@@ -18,7 +17,8 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 
@@ -98,7 +98,7 @@ def _name_pools() -> tuple[list[str], list[str]]:
     return _by_frequency(Provider.first_names), _by_frequency(Provider.last_names)
 
 
-def _by_frequency(weights: dict[str, float], size: int = 200_000) -> list[str]:
+def _by_frequency(weights: Mapping[str, float], size: int = 200_000) -> list[str]:
     total = sum(weights.values())
     return [name for name, weight in weights.items() for _ in range(max(1, round(weight / total * size)))]
 

@@ -26,11 +26,11 @@ from sqladapter import (
     BulkLoader,
     ConnectionConfigError,
     DatabaseUnavailableError,
+    Dialect,
     LockTimeoutError,
     PermissionDeniedError,
     QueryError,
     QueryTimeoutError,
-    Dialect,
     hookimpl,
     jsontypes,
 )

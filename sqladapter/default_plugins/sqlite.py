@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from types import MappingProxyType
 import json
 import math
 import sqlite3
 import time
 import urllib.parse
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy.pool import QueuePool
@@ -226,7 +226,7 @@ class SQLite(Dialect):
         # the statement and its read lock: nothing is left for the pool's rollback to undo.
         return True
 
-    def time_limit(self, connection, limits) -> _Deadline:
+    def time_limit(self, connection, limits) -> _Deadline:  # type: ignore[override]
         # One progress handler per connection, installed on its first query and armed for each
         # query: cheaper than installing and removing a handler every time.
         dbapi_connection = connection.dbapi_connection

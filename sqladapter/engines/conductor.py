@@ -18,7 +18,6 @@ task definition's responseTimeoutSeconds without being handed to another worker)
 (sqladapter.logs) and OpenTelemetry spans (sqladapter.tracing) in every worker process.
 """
 
-from types import MappingProxyType
 import logging
 import signal
 import sys
@@ -26,7 +25,8 @@ import threading
 import time
 import traceback
 import warnings
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 from conductor.client.automator.task_handler import TaskHandler
 from conductor.client.automator.task_runner import TaskRunner
@@ -54,7 +54,7 @@ DEFAULT_GRACE_SECONDS = 30.0
 DEFAULT_OWNER_EMAIL = "sqladapter@example.com"
 
 
-def task_input(input_data: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+def task_input(input_data: Mapping[str, Any] | None) -> dict[str, Any]:
     """The run_query input of a Conductor task: its inputData without engine-reserved `_` keys."""
     # Conductor fills inputData from the task's inputParameters, so any other key is the
     # user's typo and run_query refuses it; keys starting with "_" are the engine's own
@@ -70,9 +70,9 @@ class _WorkerProcess:
 
     def __init__(self) -> None:
         self.observing = False
-        self.metrics: Optional[metrics.WorkerMetrics] = None
+        self.metrics: metrics.WorkerMetrics | None = None
         self.stopping = threading.Event()
-        self.runner: Optional[TaskRunner] = None
+        self.runner: TaskRunner | None = None
 
 
 _process = _WorkerProcess()
@@ -122,8 +122,8 @@ def _observed(runtime: Runtime, task: Task) -> TaskResult:
     return result
 
 
-def _record(runtime: Runtime, task: Task, name: str, query_input: Dict[str, Any], result: TaskResult, elapsed: float,
-            span: Any, op: Optional[str]) -> None:
+def _record(runtime: Runtime, task: Task, name: str, query_input: dict[str, Any], result: TaskResult, elapsed: float,
+            span: Any, op: str | None) -> None:
     output = result.output_data if isinstance(result.output_data, dict) else {}
     outcome = _OUTCOMES.get(result.status, "failed")
     error = output.get("error") if outcome != "completed" else None
@@ -144,7 +144,7 @@ def _record(runtime: Runtime, task: Task, name: str, query_input: Dict[str, Any]
                   truncated=truncated)
 
 
-def _execute(runtime: Runtime, task: Task, query_input: Dict[str, Any]) -> TaskResult:
+def _execute(runtime: Runtime, task: Task, query_input: dict[str, Any]) -> TaskResult:
     result = TaskResult(task_id=task.task_id, workflow_instance_id=task.workflow_instance_id, worker_id=task.worker_id)
     try:
         output = runtime.run(query_input)
@@ -195,7 +195,7 @@ def _log(result: TaskResult, line: str) -> None:
     result.logs = (result.logs or []) + [TaskExecLog(line, result.task_id, int(time.time() * 1000))]
 
 
-def task_definition(name: str = TASK_NAME, owner_email: str = DEFAULT_OWNER_EMAIL, settings: Optional[Settings] = None) -> TaskDef:
+def task_definition(name: str = TASK_NAME, owner_email: str = DEFAULT_OWNER_EMAIL, settings: Settings | None = None) -> TaskDef:
     """The task definition `register` and `worker --register` send for task type `name`."""
     settings = settings or Settings.from_env()
     # A query may run up to the operator's timeout cap; the server must not declare the
@@ -222,7 +222,7 @@ def task_definition(name: str = TASK_NAME, owner_email: str = DEFAULT_OWNER_EMAI
 
 
 
-def _find_runner(frame: Any) -> Optional[TaskRunner]:
+def _find_runner(frame: Any) -> TaskRunner | None:
     # The SDK gives a worker no handle on the TaskRunner that drives it; the runner is
     # always up the main thread's stack (TaskRunner.run), which is where signals land.
     while frame is not None:
@@ -247,7 +247,7 @@ def _unpickled_by_spawn() -> bool:
     while frame is not None:
         if frame.f_code.co_name == "spawn_main" and frame.f_globals.get("__name__") == "multiprocessing.spawn":
             return True
-        frame = frame.f_back
+        frame = frame.f_back  # type: ignore[assignment]
     return False
 
 
@@ -272,9 +272,9 @@ class QueryWorker(Worker):
     """The SDK's Worker for one task name, plus a stop that drains instead of killing."""
 
     #: What `serve` turns on in the worker process: {"metrics": bool, "log_format": "text" | "json"}.
-    observability: Dict[str, Any] = {}
+    observability: dict[str, Any] = {}
 
-    def __setstate__(self, state: Dict[str, Any]) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         # Unpickling by multiprocessing's spawn bootstrap runs in the worker process's main
         # thread before its TaskRunner starts: the one place to install that process's handler.
@@ -313,9 +313,9 @@ def make_worker(
     name: str = TASK_NAME,
     *,
     threads: int = DEFAULT_THREADS,
-    domain: Optional[str] = None,
+    domain: str | None = None,
     poll_interval_ms: float = DEFAULT_POLL_INTERVAL_MS,
-    worker_id: Optional[str] = None,
+    worker_id: str | None = None,
     register: bool = False,
     owner_email: str = DEFAULT_OWNER_EMAIL,
 ) -> QueryWorker:
@@ -337,7 +337,7 @@ def make_worker(
     )
 
 
-def effective_settings(worker: Worker) -> Dict[str, Any]:
+def effective_settings(worker: Worker) -> dict[str, Any]:
     """The worker's settings after the SDK's CONDUCTOR_WORKER_* environment overrides."""
     return resolve_worker_config(
         worker_name=worker.task_definition_name,
@@ -350,10 +350,10 @@ def effective_settings(worker: Worker) -> Dict[str, Any]:
     )
 
 
-def startup_line(configuration: Configuration, workers: List[Worker], dialects: List[str]) -> str:
+def startup_line(configuration: Configuration, workers: list[Worker], dialects: list[str]) -> str:
     """One line naming the server (no credentials), task names, threads and installed dialects."""
     tasks = []
-    processes: Dict[str, int] = {}
+    processes: dict[str, int] = {}
     for worker in workers:
         processes[worker.task_definition_name] = processes.get(worker.task_definition_name, 0) + 1
     for worker in workers:
@@ -372,15 +372,15 @@ def startup_line(configuration: Configuration, workers: List[Worker], dialects: 
 
 
 def serve(
-    workers: List[QueryWorker],
+    workers: list[QueryWorker],
     *,
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
     announce: Callable[[str], None] = print,
-    configuration: Optional[Configuration] = None,
-    metrics_port: Optional[int] = None,
+    configuration: Configuration | None = None,
+    metrics_port: int | None = None,
     metrics_host: str = "0.0.0.0",
     log_format: str = "text",
-    runtime: Optional[Runtime] = None,
+    runtime: Runtime | None = None,
 ) -> int:
     """Run the workers under a TaskHandler until SIGTERM or SIGINT, then drain and return 0.
 
@@ -421,7 +421,7 @@ def serve(
                 {w.task_definition_name: float(effective_settings(w)["poll_interval"]) / 1000 for w in workers},
             )
             # Listening before the workers start: a port already taken stops the worker at once.
-            host, port = monitor.serve(metrics_host, metrics_port)
+            host, port = monitor.serve(metrics_host, metrics_port)  # type: ignore[arg-type]
         handler.start_processes()
         announce(startup_line(configuration, workers, dialects))
         if monitor is not None:
@@ -472,12 +472,12 @@ def _drain(handler: TaskHandler, grace_seconds: float) -> None:
 
 
 def register_definitions(
-    task_names: List[str],
-    workflows: List[Dict[str, Any]],
+    task_names: list[str],
+    workflows: list[dict[str, Any]],
     *,
     owner_email: str = DEFAULT_OWNER_EMAIL,
-    configuration: Optional[Configuration] = None,
-) -> List[str]:
+    configuration: Configuration | None = None,
+) -> list[str]:
     """Create or update the task definitions and workflow definitions on the server; return what was done."""
     from conductor.client.http.api_client import ApiClient
     from conductor.client.http.rest import ApiException
