@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, S
 import orjson
 import sqlalchemy
 
-from . import errors, guard, jsontypes
+from . import error_rules, errors, guard, jsontypes
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
@@ -88,6 +88,11 @@ class Dialect:
     row_limit_in_sql: ClassVar[bool] = False
     #: Distribution to pip install for this dialect, named in hints.
     package: ClassVar[str] = ""
+    #: The driver's exception classes (or their names) that `error_rules` classify; any other
+    #: exception is left to the core's defaults. Empty: the rules see every exception.
+    driver_errors: ClassVar[tuple[type[BaseException] | str, ...]] = ()
+    #: What the driver's errors mean, first match wins: see `sqladapter.error_rules`.
+    error_rules: ClassVar[tuple[error_rules.ErrorRule, ...]] = ()
 
     # -- engines -------------------------------------------------------------------------------
 
@@ -234,9 +239,21 @@ class Dialect:
         """
         return jsontypes.converter_for(sample)
 
-    def classify(self, exc: BaseException) -> errors.SqlAdapterError | None:
-        """Map a driver exception to an error class with its code, or None for the default."""
+    def error_code(self, exc: BaseException) -> str | int | None:
+        """The driver's code for `exc` (an SQLSTATE, an error number), matched by `error_rules`
+        and carried by the error; None where the driver gives none."""
         return None
+
+    def error_text(self, exc: BaseException) -> str:
+        """The driver's own message for `exc`, as the error message quotes it."""
+        return str(exc).strip()
+
+    def classify(self, exc: BaseException) -> errors.SqlAdapterError | None:
+        """Map a driver exception to an error class with its code, or None for the core's defaults.
+
+        The default applies `error_rules`; override only for what rules cannot say.
+        """
+        return error_rules.classify(self, exc)
 
     # -- seeding: the only writes, on a read-write connection ----------------------------------
 

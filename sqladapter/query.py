@@ -22,14 +22,11 @@ from typing import Any, Callable, Mapping
 
 import orjson
 
-from . import connections, deadlines, jsontypes, statements
+from . import connections, deadlines, error_rules, jsontypes, statements
 from .dialect import Dialect, output_budget
 from .errors import (
     ConnectionConfigError,
-    DatabaseUnavailableError,
     InputError,
-    PermissionDeniedError,
-    QueryError,
     QueryTimeoutError,
     SqlAdapterError,
     redact,
@@ -323,23 +320,10 @@ def _classify(target: connections.Target, exc: BaseException, *, connecting: boo
             f"{str(exc).strip() or 'no detail'}); fix the connection's URL"
         )
     else:
-        error = target.dialect.classify(exc) or _default_classification(exc)
+        error = target.dialect.classify(exc) or error_rules.classify_by_default(target.dialect.name, exc)
     error.message = redact(error.message, target.secrets)
     error.args = (error.message,)
     return error
-
-
-def _default_classification(exc: BaseException) -> SqlAdapterError:
-    # PEP 249 classes, for dialects that leave classification to the core.
-    kind = type(exc).__name__
-    message = f"{kind}: {str(exc).strip() or kind}"
-    if kind in ("OperationalError", "InterfaceError"):
-        return DatabaseUnavailableError(message)
-    if "permission" in message.lower() or "denied" in message.lower():
-        return PermissionDeniedError(message)
-    if isinstance(exc, Exception):
-        return QueryError(message)
-    return SqlAdapterError(message)
 
 
 def _to_json(dialect: Any, description: Any, rows: list, shape: str) -> tuple[list[dict[str, str]], list]:
