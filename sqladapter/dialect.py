@@ -17,6 +17,7 @@ import orjson
 import sqlalchemy
 
 from . import error_rules, errors, guard, jsontypes
+from .error_rules import ErrorRule
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
@@ -92,7 +93,7 @@ class Dialect:
     #: exception is left to the core's defaults. Empty: the rules see every exception.
     driver_errors: ClassVar[tuple[type[BaseException] | str, ...]] = ()
     #: What the driver's errors mean, first match wins: see `sqladapter.error_rules`.
-    error_rules: ClassVar[tuple[error_rules.ErrorRule, ...]] = ()
+    error_rules: ClassVar[tuple[ErrorRule, ...]] = ()
 
     # -- engines -------------------------------------------------------------------------------
 

@@ -44,13 +44,14 @@ __all__ = [
     "apply",
     "classify",
     "classify_by_default",
+    "is_instance",
     "message",
 ]
 
 # Hints for what every database says in its own words.
 CREDENTIALS = "check the user, password and grants of the connection"
 READ_ONLY = "queries run read-only"
-TIME_LIMIT = "the query ran past its time limit and was stopped; make it cheaper or raise timeout_ms"
+TIME_LIMIT = "the query ran past its time limit and was stopped: make it cheaper or raise timeout_ms"
 DATABASE_NAME = "check the database name in the connection"
 CONNECTION_OPTION = "fix the option in the connection's URL"
 
