@@ -14,6 +14,7 @@ import importlib
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from .error_rules import ErrorRule
 from .errors import (
     ConnectionConfigError,
     DatabaseUnavailableError,
@@ -74,6 +75,7 @@ __all__ = [
     "ConnectionConfigError",
     "DatabaseUnavailableError",
     "Dialect",
+    "ErrorRule",
     "InputError",
     "Limits",
     "LockTimeoutError",
@@ -87,6 +89,7 @@ __all__ = [
     "UnknownDialectError",
     "__version__",
     "deadlines",
+    "error_rules",
     "guard",
     "hookimpl",
     "jsontypes",

@@ -21,14 +21,11 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import orjson
 
-from . import deadlines, jsontypes
+from . import deadlines, error_rules, jsontypes
 from .dialect import ABANDONED, Dialect, Limits
 from .errors import (
     ConnectionConfigError,
-    DatabaseUnavailableError,
     InputError,
-    PermissionDeniedError,
-    QueryError,
     QueryTimeoutError,
     SqlAdapterError,
     redact,
@@ -302,23 +299,10 @@ def classify(source: Source, exc: BaseException, *, connecting: bool = False) ->
             f"{str(exc).strip() or 'no detail'}); fix the connection's URL"
         )
     else:
-        error = source.dialect.classify(exc) or _default_classification(exc)
+        error = source.dialect.classify(exc) or error_rules.classify_by_default(source.dialect.name, exc)
     error.message = redact(error.message, source.secrets)
     error.args = (error.message,)
     return error
-
-
-def _default_classification(exc: BaseException) -> SqlAdapterError:
-    # PEP 249 classes, for dialects that leave classification to the core.
-    kind = type(exc).__name__
-    message = f"{kind}: {str(exc).strip() or kind}"
-    if kind in ("OperationalError", "InterfaceError"):
-        return DatabaseUnavailableError(message)
-    if "permission" in message.lower() or "denied" in message.lower():
-        return PermissionDeniedError(message)
-    if isinstance(exc, Exception):
-        return QueryError(message)
-    return SqlAdapterError(message)
 
 
 def _to_json(dialect: Any, description: Any, rows: list, shape: str) -> tuple[list[dict[str, str]], list]:
