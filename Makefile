@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 EDITABLE := -e . $(foreach p,$(PLUGINS),-e ./$(p))
 
-.PHONY: demo test install install-test bench bench-seed clean
+.PHONY: demo test lint install install-test bench bench-seed clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ demo: install
 
 test: install-test
 	$(BIN)/python -m pytest
+
+# ruff's checks and mypy on the package and the plugins (CI runs this before the tests).
+lint: install-test
+	$(BIN)/ruff check sqladapter plugins
+	$(BIN)/mypy
 
 # Ratios against baselines measured in the same run; writes benchmarks/results.md.
 bench: install

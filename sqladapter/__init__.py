@@ -11,8 +11,10 @@ needs the errors or settings, wait for the whole database stack.
 """
 
 import importlib
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from .error_rules import ErrorRule
 from .errors import (
     ConnectionConfigError,
     DatabaseUnavailableError,
@@ -33,13 +35,13 @@ if TYPE_CHECKING:
     from .runtime import Runtime, run_query
 
 # Public names that are imported when first asked for, and the module that defines each.
-_LAZY = {
+_LAZY = MappingProxyType({
     "BulkLoader": ".dialect",
     "Dialect": ".dialect",
     "Limits": ".dialect",
     "Runtime": ".runtime",
     "run_query": ".runtime",
-}
+})
 
 
 def __getattr__(name: str) -> Any:
@@ -73,6 +75,7 @@ __all__ = [
     "ConnectionConfigError",
     "DatabaseUnavailableError",
     "Dialect",
+    "ErrorRule",
     "InputError",
     "Limits",
     "LockTimeoutError",
@@ -86,6 +89,7 @@ __all__ = [
     "UnknownDialectError",
     "__version__",
     "deadlines",
+    "error_rules",
     "guard",
     "hookimpl",
     "jsontypes",

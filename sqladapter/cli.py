@@ -136,7 +136,7 @@ def seed(connection: str | None, dataset: str, rows: int | None, random_seed: in
             bar.__exit__(None, None, None)
 
     try:
-        results = run_seed(**target, dataset=dataset, rows=rows, random_seed=random_seed, force=force,
+        results = run_seed(**target, dataset=dataset, rows=rows, random_seed=random_seed, force=force,  # type: ignore[arg-type]
                            progress=progress if show_bars else None)
     except SqlAdapterError as exc:
         _fail(exc)
@@ -268,7 +268,8 @@ def register(workflow_files, task_names, owner_email) -> None:
     in place. The server comes from CONDUCTOR_SERVER_URL, CONDUCTOR_AUTH_KEY and CONDUCTOR_AUTH_SECRET.
     """
     from .engines import conductor
-    from .local_run import load_workflow, workflow_files as shipped
+    from .local_run import load_workflow
+    from .local_run import workflow_files as shipped
 
     try:
         workflows = [load_workflow(path) for path in (workflow_files or shipped())]

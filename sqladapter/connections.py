@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from .deadlines import GRACE_SECONDS
 from .dialect import ABANDONED
 from .errors import ConnectionConfigError, redact
 from .settings import Settings
@@ -161,17 +162,18 @@ class Pools:
                 "give exactly one of connection_string (a URL or a database file path) "
                 "or connection (the name of a connection configured on the worker)"
             )
+        text: Any
         if connection is not None:
             text, inline = self.named_connection(connection), False
         else:
             text, inline = connection_string, True
         key = (text, inline, read_only)
-        source = self._resolved.get(key)  # type: ignore[arg-type]
+        source = self._resolved.get(key)
         if source is None:
             source = self._resolve(text, inline, read_only)
             if len(self._resolved) >= 256:
                 self._resolved.clear()
-            self._resolved[key] = source  # type: ignore[index]
+            self._resolved[key] = source
         if inline and source.engine in self._inline:
             self._inline[source.engine] = time.monotonic()
         if read_only and source.dialect.extensions and source.url.database not in _MEMORY:
@@ -315,9 +317,10 @@ class Pools:
 
     def _close_idle(self, now: float) -> None:
         # Under self._lock. A pool with a connection checked out (other than those threads keep
-        # between tasks) is in use, whatever its age; and no query runs longer than the cap on
-        # timeout_ms, so a pool unused for longer than that has no query running on it.
-        idle_after = max(self.settings.inline_url_idle_seconds, self.settings.max_timeout_ms / 1000 + 5)
+        # between tasks) is in use, whatever its age; and no query outlives the cap on timeout_ms
+        # plus the watchdog's grace, so a pool unused for longer has no query running on it.
+        longest_query = self.settings.max_timeout_ms / 1000 + 2 * GRACE_SECONDS + 1
+        idle_after = max(self.settings.inline_url_idle_seconds, longest_query)
         for engine, used in list(self._inline.items()):
             if now - used >= idle_after and _checked_out(engine) <= self._kept_by(engine):
                 self._forget(engine)
@@ -399,7 +402,8 @@ class Pools:
 
     def _release_kept(self, which: Any) -> None:
         """Return the kept connections that `which(thread, engine)` picks to their pools."""
-        released, staying = [], []
+        released: list[tuple[threading.Thread, Engine, Any]] = []
+        staying: list[tuple[threading.Thread, Engine, Any]] = []
         for entry in list(self._kept_all):
             (released if which(entry[0], entry[1]) else staying).append(entry)
         self._kept_all[:] = staying

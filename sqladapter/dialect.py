@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, S
 import orjson
 import sqlalchemy
 
-from . import errors, guard, jsontypes
+from . import error_rules, errors, guard, jsontypes
+from .error_rules import ErrorRule
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
@@ -105,6 +106,11 @@ class Dialect:
     #: when the driver stops reading (a streamed PostgreSQL query can only be cancelled): the
     #: core then appends LIMIT max_rows + 1 to a top-level SELECT without a LIMIT of its own.
     row_limit_in_sql: ClassVar[bool] = False
+    #: The driver's exception classes (or their names) that `error_rules` classify; any other
+    #: exception is left to the core's defaults. Empty: the rules see every exception.
+    driver_errors: ClassVar[tuple[type[BaseException] | str, ...]] = ()
+    #: What the driver's errors mean, first match wins: see `sqladapter.error_rules`.
+    error_rules: ClassVar[tuple[ErrorRule, ...]] = ()
     #: How `sqladapter seed` writes this database's demo tables (the only writes it makes).
     bulk_loader: ClassVar[BulkLoader]
 
@@ -262,9 +268,22 @@ class Dialect:
         """
         return jsontypes.converter_for(sample)
 
-    def classify(self, exc: BaseException) -> errors.SqlAdapterError | None:
-        """Map a driver exception to an error class with its code, or None for the default."""
+    def error_code(self, exc: BaseException) -> str | int | None:
+        """The driver's code for `exc` (an SQLSTATE, an error number), matched by `error_rules`
+        and carried by the error; None where the driver gives none."""
         return None
+
+    def error_text(self, exc: BaseException) -> str:
+        """The driver's own message for `exc`, as the error message quotes it."""
+        return str(exc).strip()
+
+    def classify(self, exc: BaseException) -> errors.SqlAdapterError | None:
+        """Map a driver exception to an error class with its code, or None for the core's defaults.
+
+        The default applies `error_rules`; override only for what rules cannot say.
+        """
+        return error_rules.classify(self, exc)
+
 
     def close(self) -> None:
         """Release what this dialect holds (threads, control connections); its Runtime is closing."""

@@ -8,7 +8,7 @@ How to write a dialect plugin (a distribution of its own, one module)::
     class Oracle(Dialect):
         name = "oracle"
         backends = ("oracle", "oracle+oracledb")
-        driver = "oracle+oracledb"
+        drivername = "oracle+oracledb"
         grammar = "oracle"
         paramstyles = ("named",)
 

@@ -37,7 +37,8 @@ import ipaddress
 import itertools
 import math
 import uuid
-from typing import Any, Callable, Iterable, Sequence
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .errors import QueryError
 
@@ -138,7 +139,7 @@ def _identity(value: Any) -> Any:
     return value
 
 
-_RULES: dict[type, Converter] = {
+_RULES: Mapping[type, Converter] = MappingProxyType({
     type(None): _identity,
     bool: _identity,
     str: _identity,
@@ -163,7 +164,7 @@ _RULES: dict[type, Converter] = {
     dict: _dict,
     list: _list,
     tuple: _list,
-}
+})
 
 
 def _rule(kind: type) -> Converter | None:
@@ -172,8 +173,6 @@ def _rule(kind: type) -> Converter | None:
     if rule is None:
         # Subclasses (an IntEnum, a driver's own datetime) follow their base class's rule.
         rule = next((_RULES[base] for base in kind.__mro__[1:] if base in _RULES), None)
-        if rule is not None:
-            _RULES[kind] = rule
     return rule
 
 
@@ -322,7 +321,7 @@ def untyped_column(values: Sequence[Any]) -> list[Any] | None:
     return list(map(json_value, values))
 
 
-_TYPE_NAMES: dict[type, str] = {
+_TYPE_NAMES: Mapping[type, str] = MappingProxyType({
     type(None): "null",
     bool: "boolean",
     int: "integer",
@@ -346,7 +345,7 @@ _TYPE_NAMES: dict[type, str] = {
     dict: "json",
     list: "array",
     tuple: "array",
-}
+})
 
 
 def type_name(sample: Any) -> str:

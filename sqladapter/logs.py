@@ -24,7 +24,6 @@ FORMAT_VARIABLE = "SQLADAPTER_LOG_FORMAT"
 FORMATS = ("text", "json")
 TASK_LOGGER = "sqladapter.task"
 
-_json = False
 
 
 class JsonFormatter(logging.Formatter):
@@ -32,7 +31,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "pid": record.process,
@@ -51,7 +50,6 @@ class JsonFormatter(logging.Formatter):
 
 def configure(log_format: str, level: int | str) -> None:
     """Send this process's log records to stderr in `log_format`; "text" leaves logging as it is."""
-    global _json
     if log_format != "json":
         return
     handler = logging.StreamHandler(sys.stderr)
@@ -62,11 +60,11 @@ def configure(log_format: str, level: int | str) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
-    _json = True
 
 
 def json_enabled() -> bool:
-    return _json
+    """Whether this process logs JSON: its root logger has the handler `configure` installs."""
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
 
 
 def announcer(logger: str = "sqladapter.worker") -> Callable[[str], None]:

@@ -334,17 +334,17 @@ class Monitor:
                 problems.append(f"{name}: worker process {pid} is not running (exit code {status.get('exitcode')})")
             elif loop is None:
                 problems.append(f"{name}: worker process {pid} has not started polling yet")
-            elif running <= 0 and now - loop > self._silent_after.get(name, SILENT_AFTER_SECONDS):
+            elif running <= 0 and now - loop > self._silent_after.get(name, SILENT_AFTER_SECONDS):  # type: ignore[arg-type]
                 problems.append(f"{name}: worker process {pid}'s poll loop has not run for {now - loop:.0f}s")
             elif ready and ok is None:
                 problems.append(f"{name}: worker process {pid} has not polled the server successfully yet")
-            elif ready and failed is not None and failed > ok:
+            elif ready and failed is not None and failed > ok:  # type: ignore[operator]
                 problems.append(f"{name}: worker process {pid}'s last poll failed; see the worker log for why")
         if not workers:
             problems.append("no worker processes")
         body = {"status": "ok" if not problems else ("not ready" if ready else "unhealthy"), "workers": workers}
         if problems:
-            body["problems"] = problems
+            body["problems"] = problems  # type: ignore[assignment]
         return (200 if not problems else 503), body
 
 

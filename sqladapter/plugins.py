@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Mapping
 
 import pluggy
@@ -21,13 +22,13 @@ from .errors import UnknownDialectError
 ENTRY_POINT_GROUP = "sqladapter"
 
 # Where users look for a dialect that is not installed, by URL scheme.
-KNOWN_PACKAGES = {
+KNOWN_PACKAGES = MappingProxyType({
     "duckdb": "sqladapter-duckdb",
     "mysql": "sqladapter-mysql",
     "mariadb": "sqladapter-mysql",
     "postgresql": "sqladapter-postgresql",
     "postgres": "sqladapter-postgresql",
-}
+})
 
 
 def get_plugin_manager(environ: Mapping[str, str] = os.environ) -> pluggy.PluginManager:
@@ -69,6 +70,11 @@ class Registry:
     def add(self, dialect: Dialect, plugin_name: str) -> None:
         if not isinstance(dialect, Dialect):
             raise TypeError(f"plugin {plugin_name!r} registered {dialect!r}, which is not a sqladapter.Dialect")
+        if "driver" in vars(type(dialect)) or hasattr(dialect, "keeps_connection"):
+            raise TypeError(
+                f"plugin {plugin_name!r}: {type(dialect).__name__} uses names sqladapter no longer reads: "
+                "rename `driver` to `drivername` and `keeps_connection` to `thread_may_keep`"
+            )
         if not dialect.name or not dialect.backends or not dialect.drivername:
             raise ValueError(f"plugin {plugin_name!r}: a Dialect needs name, backends and drivername")
         claims = [(self.by_name, dialect.name, "name")]

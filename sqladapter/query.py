@@ -21,14 +21,11 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import orjson
 
-from . import deadlines, jsontypes
+from . import deadlines, error_rules, jsontypes
 from .dialect import ABANDONED, Dialect, Limits
 from .errors import (
     ConnectionConfigError,
-    DatabaseUnavailableError,
     InputError,
-    PermissionDeniedError,
-    QueryError,
     QueryTimeoutError,
     SqlAdapterError,
     redact,
@@ -222,10 +219,11 @@ def _execute(runtime: Runtime, source: Source, sql: str, params: Any, limits: Li
             raise classify(source, exc, connecting=True) from None
         raw = connection.dbapi_connection
         if ends_from_outside:
-            token, overrun = runtime.watchdog.watch(
-                limits.deadline + deadlines.GRACE_SECONDS,
-                lambda stage: dialect.cancel(engine, raw, end_session=stage >= 2),
-            )
+
+            def cancel(stage: int, raw: Any = raw) -> None:
+                dialect.cancel(engine, raw, end_session=stage >= 2)
+
+            token, overrun = runtime.watchdog.watch(limits.deadline + deadlines.GRACE_SECONDS, cancel)
         else:
             token, overrun = None, _NOT_WATCHED
         try:
@@ -301,23 +299,10 @@ def classify(source: Source, exc: BaseException, *, connecting: bool = False) ->
             f"{str(exc).strip() or 'no detail'}); fix the connection's URL"
         )
     else:
-        error = source.dialect.classify(exc) or _default_classification(exc)
+        error = source.dialect.classify(exc) or error_rules.classify_by_default(source.dialect.name, exc)
     error.message = redact(error.message, source.secrets)
     error.args = (error.message,)
     return error
-
-
-def _default_classification(exc: BaseException) -> SqlAdapterError:
-    # PEP 249 classes, for dialects that leave classification to the core.
-    kind = type(exc).__name__
-    message = f"{kind}: {str(exc).strip() or kind}"
-    if kind in ("OperationalError", "InterfaceError"):
-        return DatabaseUnavailableError(message)
-    if "permission" in message.lower() or "denied" in message.lower():
-        return PermissionDeniedError(message)
-    if isinstance(exc, Exception):
-        return QueryError(message)
-    return SqlAdapterError(message)
 
 
 def _to_json(dialect: Any, description: Any, rows: list, shape: str) -> tuple[list[dict[str, str]], list]:
@@ -358,23 +343,32 @@ def _to_json(dialect: Any, description: Any, rows: list, shape: str) -> tuple[li
         table = zip(*[converted[i] if i in converted else map(getters[i], rows) for i in range(width)])
     if shape == "arrays":
         return columns, list(map(list, table))
-    return columns, list(itertools.starmap(_row_maker(names), table))
+    return columns, _objects(names, table, len(rows))
 
 
-@functools.lru_cache(maxsize=64)
 def _getters(width: int) -> tuple[Callable[[Any], Any], ...]:
     return tuple(operator.itemgetter(i) for i in range(width))
 
 
-@functools.lru_cache(maxsize=256)
-def _row_maker(names: tuple[Any, ...]) -> Callable[..., dict[str, Any]]:
+# Results from this many rows up are shaped by `_objects_compiled`.
+_COMPILED_FROM_ROWS = 256
+
+
+def _objects(names: tuple[Any, ...], table: Any, count: int) -> list[dict[str, Any]]:
+    """The rows as objects keyed by column name."""
+    if count >= _COMPILED_FROM_ROWS and all(type(name) is str for name in names):
+        return list(itertools.starmap(_objects_compiled(names), table))
+    return [dict(zip(names, row)) for row in table]
+
+
+def _objects_compiled(names: tuple[str, ...]) -> Callable[..., dict[str, Any]]:
     """A function making one row's object from its values, the column names as constants.
 
-    A dict display with constant keys builds in one step, about twice as fast per row as
-    dict(zip(names, row)). repr() of a str is always a literal of that same str.
+    Kept for large results only: a dict display with constant keys builds in one step, 1.6x as
+    fast as dict(zip(names, row)) (100,000 rows of 10 columns: 43 ms against 69 ms), while
+    compiling it costs about 50 us, more than a point lookup's whole shaping. repr() of a str
+    is always a literal of that same str.
     """
-    if not all(type(name) is str for name in names):
-        return lambda *values: dict(zip(names, values))
     parameters = ", ".join(f"_{i}" for i in range(len(names)))
     items = ", ".join(f"{name!r}: _{i}" for i, name in enumerate(names))
     return eval(f"lambda {parameters}: {{{items}}}", {"__builtins__": {}})

@@ -17,7 +17,8 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 
@@ -34,7 +35,7 @@ FIXTURES = _HERE / "fixtures" if (_HERE / "fixtures").is_dir() else _HERE.parent
 DEFAULT_CONNECTION = "fake_people.db"
 DATASETS = ("people", "orders")
 #: Rows per table when --rows is not given: the tutorial's five people, and a few orders for them.
-DEFAULT_ROWS = {"people": 5, "orders": 20}
+DEFAULT_ROWS = MappingProxyType({"people": 5, "orders": 20})
 DEFAULT_RANDOM_SEED = 1
 #: Rows generated and loaded per batch. Generated rows depend on it: changing it changes the data.
 CHUNK_ROWS = 10_000
@@ -42,7 +43,7 @@ STAGING_SUFFIX = "__loading"
 
 BIRTH_DATES = (dt.date(1940, 1, 1), dt.date(2008, 12, 31))
 ORDER_DAYS = (dt.date(2021, 1, 1), dt.date(2025, 12, 31))
-ORDER_STATUSES = {"delivered": 55, "shipped": 15, "paid": 12, "placed": 10, "cancelled": 5, "returned": 3}
+ORDER_STATUSES = MappingProxyType({"delivered": 55, "shipped": 15, "paid": 12, "placed": 10, "cancelled": 5, "returned": 3})
 
 #: Called after each loaded batch with (table, rows loaded so far, rows in total).
 Progress = Callable[[str, int, int], None]
@@ -74,7 +75,7 @@ def orders_table(metadata: sa.MetaData, name: str = "orders") -> sa.Table:
     )
 
 
-TABLES: dict[str, Callable[[sa.MetaData, str], sa.Table]] = {"people": people_table, "orders": orders_table}
+TABLES: Mapping[str, Callable[[sa.MetaData, str], sa.Table]] = MappingProxyType({"people": people_table, "orders": orders_table})
 
 
 def tutorial_people() -> list[dict[str, str]]:
@@ -97,7 +98,7 @@ def _name_pools() -> tuple[list[str], list[str]]:
     return _by_frequency(Provider.first_names), _by_frequency(Provider.last_names)
 
 
-def _by_frequency(weights: dict[str, float], size: int = 200_000) -> list[str]:
+def _by_frequency(weights: Mapping[str, float], size: int = 200_000) -> list[str]:
     total = sum(weights.values())
     return [name for name, weight in weights.items() for _ in range(max(1, round(weight / total * size)))]
 

@@ -109,7 +109,7 @@ def check_statement(sql: str, dialect: Dialect, allowed: frozenset[str]) -> Stat
         paramstyle = dialect.paramstyles[0]
         return Statement(checked.sql, None, (), 0, paramstyle, checked.sql if checked.limitable else None)
     targets = _NAMED_TARGETS if checked.style == "named" else _POSITIONAL_TARGETS
-    paramstyle = next((s for s in dialect.paramstyles if s in targets), None)
+    paramstyle = next((s for s in dialect.paramstyles if s in targets), None)  # type: ignore[assignment]
     if paramstyle is None:
         raise InputError(f"{dialect.name} does not accept {checked.style} parameters")
     order = None

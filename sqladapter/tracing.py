@@ -20,12 +20,20 @@ STATEMENTS_VARIABLE = "SQLADAPTER_TRACE_STATEMENTS"
 DEFAULT_SERVICE_NAME = "sqladapter-worker"
 INSTALL_HINT = "pip install 'sqladapter[otel]'"
 
-_tracer: Any = None
-_statements = False
+
+
+class _Tracing:
+    """This process's tracer, when tracing is on, and whether spans carry statements."""
+
+    tracer: Any = None
+    statements = False
+
+
+_tracing = _Tracing()
 
 # The statement's first keyword, after any leading comments.
 _FIRST_KEYWORD = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/)*([A-Za-z]+)", re.DOTALL)
-_OPERATIONS = {"SELECT", "VALUES", "TABLE", "SHOW", "EXPLAIN", "PRAGMA", "DESCRIBE", "DESC", "SUMMARIZE"}
+_OPERATIONS = frozenset({"SELECT", "VALUES", "TABLE", "SHOW", "EXPLAIN", "PRAGMA", "DESCRIBE", "DESC", "SUMMARIZE"})
 
 
 def requested() -> bool:
@@ -45,7 +53,6 @@ def missing() -> str | None:
 
 def enable(provider: Any = None) -> None:
     """Record a span per task through `provider` (default: an OTLP exporter configured by OTEL_*)."""
-    global _tracer, _statements
     if provider is None:
         provider = _otlp_provider()
     from importlib.metadata import PackageNotFoundError, version
@@ -54,17 +61,16 @@ def enable(provider: Any = None) -> None:
         own_version = version("sqladapter")
     except PackageNotFoundError:
         own_version = None
-    _tracer = provider.get_tracer("sqladapter", own_version)
-    _statements = os.environ.get(STATEMENTS_VARIABLE, "").strip().lower() in ("1", "true", "yes")
+    _tracing.tracer = provider.get_tracer("sqladapter", own_version)
+    _tracing.statements = os.environ.get(STATEMENTS_VARIABLE, "").strip().lower() in ("1", "true", "yes")
 
 
 def disable() -> None:
-    global _tracer
-    _tracer = None
+    _tracing.tracer = None
 
 
 def enabled() -> bool:
-    return _tracer is not None
+    return _tracing.tracer is not None
 
 
 def _otlp_provider() -> Any:
@@ -110,9 +116,9 @@ def start(task_name: str, task_id: str | None, workflow_id: str | None, task_inp
     op = operation(query)
     if op:
         attributes["db.operation.name"] = op
-    if _statements and isinstance(query, str):
+    if _tracing.statements and isinstance(query, str):
         attributes["db.query.text"] = query
-    return _tracer.start_span(op or task_name, kind=SpanKind.CLIENT, attributes=attributes), op
+    return _tracing.tracer.start_span(op or task_name, kind=SpanKind.CLIENT, attributes=attributes), op
 
 
 def current(span: Any) -> Any:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import orjson
 import pytest
 from conductor_server import ConductorServer
-from conftest import REQUIRE_SERVERS, server_unavailable
+from conftest import REQUIRE_SERVERS, postgresql_admin, server_unavailable
 from security_databases import (
     MYSQL_URL,
     POSTGRES_URL,
@@ -312,3 +313,30 @@ def test_binary_values_count_toward_the_output_budget_while_rows_are_read(dialec
     out = make_runtime(settings).run(connection_string=url, query=BLOB_QUERIES[dialect], max_rows=10_000, timeout_ms=20_000)
     assert out["truncated"] is True and out["rowCount"] <= 4
     assert read and max(read) <= 32, f"{dialect} read {read} rows of 200 KB for a 1 MB budget"
+
+
+@pytest.mark.servers
+def test_an_idle_inline_url_ages_out_closing_its_connections_and_freeing_its_place_in_the_cap(data_dir, make_runtime):
+    """SQLADAPTER_INLINE_URL_IDLE_SECONDS: a URL no task used for that long stops holding
+    connections on the server and no longer counts toward SQLADAPTER_MAX_INLINE_URLS."""
+    try:
+        postgres_create_database()
+    except Exception as exc:
+        server_unavailable(f"postgresql server unavailable: {exc}")
+    base = _connection("postgresql")
+    settings = Settings.from_env({
+        "SQLADAPTER_DATA_DIR": str(data_dir), "SQLADAPTER_MAX_INLINE_URLS": "1",
+        "SQLADAPTER_INLINE_URL_IDLE_SECONDS": "1", "SQLADAPTER_MAX_TIMEOUT_MS": "1",
+    })
+    runtime = make_runtime(settings)
+    pid_query = "SELECT pg_backend_pid() AS pid"
+    first = runtime.run(connection_string=f"{base}?connect_timeout=5", query=pid_query)["rows"][0]["pid"]
+    with pytest.raises(SqlAdapterError, match="SQLADAPTER_MAX_INLINE_URLS"):
+        runtime.run(connection_string=f"{base}?connect_timeout=6", query=pid_query)
+    # Idle for longer than the setting and than the longest query the cap on timeout_ms allows.
+    time.sleep(1 + 2 * 0.5 + 1 + 0.5)
+    second = runtime.run(connection_string=f"{base}?connect_timeout=6", query=pid_query)["rows"][0]["pid"]
+    with postgresql_admin("postgres") as admin:
+        alive = {row[0] for row in admin.execute("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", ([first, second],))}
+    assert first not in alive, "the aged-out URL's connection is still open on the server"
+    assert second in alive

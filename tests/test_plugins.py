@@ -20,7 +20,7 @@ class Notes(SQLite):
 
     name = "notes"
     backends = ("notes",)
-    driver = "sqlite+pysqlite"
+    drivername = "sqlite+pysqlite"
     extensions = (".notes",)
 
 
@@ -118,3 +118,14 @@ def test_plugins_command_lists_builtins_only_with_all():
     assert sqlite["dialects"] == ["sqlite"]
     assert sqlite["builtin"] is True
     assert "sqladapter_register_dialects" in sqlite["hooks"]
+
+
+def test_a_dialect_written_for_the_old_names_is_refused_saying_what_to_rename(with_plugin):
+    class Old(Notes):
+        name = "old"
+        backends = ("old",)
+        extensions = ()
+        driver = "sqlite+pysqlite"
+
+    with pytest.raises(TypeError, match="rename `driver` to `drivername`"):
+        with_plugin(Old())

@@ -31,6 +31,7 @@ from sqladapter import (
     hookimpl,
     jsontypes,
 )
+from sqladapter.error_rules import READ_ONLY, TIME_LIMIT, ErrorRule
 
 # The allowlist comes from DuckDB's catalog (duckdb_functions()): built-in scalar, aggregate
 # and window functions whose stability is not VOLATILE, and built-in macros, minus
@@ -98,6 +99,8 @@ READ_ONLY_CONFIG = {
 }
 
 _MEMORY = ("", ":memory:")
+# The hint for what read-only DuckDB refuses: writes, files, URLs and extensions alike.
+_READ_ONLY = f"{READ_ONLY}, without access to files, URLs or extensions"
 # How often a query past its deadline is interrupted again until it stops.
 _REINTERRUPT_SECONDS = 0.01
 # Threads that run queries (see DuckDB.fetch); one stays busy for each query given up on.
@@ -273,6 +276,16 @@ class DuckDB(Dialect):
     extensions = (".duckdb", ".ddb")
     grammar = "duckdb"
     paramstyles = ("qmark",)
+    driver_errors = (duckdb.Error,)
+    error_rules = (
+        ErrorRule(QueryTimeoutError, TIME_LIMIT, types=(duckdb.InterruptException,)),
+        ErrorRule(PermissionDeniedError, _READ_ONLY, types=(duckdb.PermissionException,)),
+        ErrorRule(PermissionDeniedError, _READ_ONLY, phrases=("read-only mode", "configuration has been locked")),
+        ErrorRule(LockTimeoutError, types=(duckdb.TransactionException,), phrases=("conflict",)),
+        ErrorRule(DatabaseUnavailableError, types=(duckdb.IOException, duckdb.ConnectionException, duckdb.FatalException)),
+        ErrorRule(QueryError, "select fewer rows or columns, or aggregate in the query", types=(duckdb.OutOfMemoryException,)),
+        ErrorRule(QueryError),
+    )
 
     def __init__(self) -> None:
         # Closed with the Runtime that registered this dialect (its threads start on first use).
@@ -385,25 +398,9 @@ class DuckDB(Dialect):
             return jsontypes.converter_for(sample, name, str(duck_type))
         return jsontypes.named(convert, name, str(duck_type))
 
-    def classify(self, exc):
-        if not isinstance(exc, duckdb.Error):
-            return None
-        code = type(exc).__name__
-        text = f"duckdb: {str(exc).strip()}"
-        lowered = text.lower()
-        if isinstance(exc, duckdb.InterruptException):
-            return QueryTimeoutError("duckdb: the query ran past its time limit and was stopped", code=code)
-        if isinstance(exc, duckdb.PermissionException) or "read-only mode" in lowered or "configuration has been locked" in lowered:
-            return PermissionDeniedError(
-                f"{text} (queries run read-only, without access to files, URLs or extensions)", code=code
-            )
-        if isinstance(exc, duckdb.TransactionException) and "conflict" in lowered:
-            return LockTimeoutError(text, code=code)
-        if isinstance(exc, (duckdb.IOException, duckdb.ConnectionException, duckdb.FatalException)):
-            return DatabaseUnavailableError(text, code=code)
-        if isinstance(exc, duckdb.OutOfMemoryException):
-            return QueryError(f"{text}; select fewer rows or columns, or aggregate in the query", code=code)
-        return QueryError(text, code=code)
+    def error_code(self, exc):
+        # DuckDB has no error codes: its exception class names the kind of error.
+        return type(exc).__name__
 
 
 

@@ -26,14 +26,15 @@ from sqladapter import (
     BulkLoader,
     ConnectionConfigError,
     DatabaseUnavailableError,
+    Dialect,
     LockTimeoutError,
     PermissionDeniedError,
     QueryError,
     QueryTimeoutError,
-    Dialect,
     hookimpl,
     jsontypes,
 )
+from sqladapter.error_rules import CONNECTION_OPTION, CREDENTIALS, DATABASE_NAME, READ_ONLY, TIME_LIMIT, ErrorRule
 
 # The functions a query may call. MySQL and MariaDB keep no catalog of their built-in functions
 # that says which have side effects, so this list is curated: string, number, date, JSON,
@@ -88,6 +89,13 @@ _UNAVAILABLE = frozenset({1040, 1053, 1081, 1152, 1158, 1159, 1160, 1161, 1927, 
 _LOCKS = frozenset({1205, 1213})
 _TIME_LIMIT = frozenset({3024, 1969, 1317, 1028})
 _UNKNOWN_DATABASE = 1049
+# Client-side errors are 2000-2999. The numbers past those are newer servers' own errors about
+# the query (MySQL's 3xxx, MariaDB's 4xxx: MariaDB's 4078 for `1 + POINT(1, 1)`), which running
+# the same query again cannot mend.
+_CLIENT_SIDE = range(2000, 3000)
+# CR_SSL_CONNECTION_ERROR: TLS asked for by the connection and refused (a server without TLS, a
+# certificate that does not match). The same URL fails the same way every time.
+_TLS_REFUSED = 2026
 _LOST_DURING_QUERY = 2013
 # MySQL's own code for "maximum statement execution time exceeded", for results it let through.
 _TIME_LIMIT_USED = 3024
@@ -156,6 +164,20 @@ class MySQL(Dialect):
     # Only how long to wait for the server: the rest (init_command, local_infile,
     # read_default_file, client_flag, ...) would let task input configure the session.
     inline_url_options = frozenset({"connect_timeout"})
+    driver_errors = (pymysql.err.MySQLError,)
+    error_rules = (
+        ErrorRule(PermissionDeniedError, CREDENTIALS, codes=_ACCESS_DENIED),
+        ErrorRule(PermissionDeniedError, READ_ONLY, codes=_READ_ONLY),
+        ErrorRule(QueryTimeoutError, TIME_LIMIT, codes=_TIME_LIMIT),
+        ErrorRule(LockTimeoutError, codes=_LOCKS),
+        ErrorRule(ConnectionConfigError, DATABASE_NAME, codes=(_UNKNOWN_DATABASE,)),
+        ErrorRule(DatabaseUnavailableError, codes=_UNAVAILABLE),
+        ErrorRule(DatabaseUnavailableError, types=(pymysql.err.InterfaceError,)),
+        ErrorRule(ConnectionConfigError, CONNECTION_OPTION, codes=(_TLS_REFUSED,)),
+        # Client-side errors (2xxx): the connection, not the query, went wrong.
+        ErrorRule(DatabaseUnavailableError, codes=_CLIENT_SIDE),
+        ErrorRule(QueryError),
+    )
 
     def engine_options(self, url, *, read_only):
         charset = url.query.get("charset")
@@ -291,28 +313,12 @@ class MySQL(Dialect):
                 with contextlib.suppress(OSError):
                     dbapi_connection._sock.shutdown(socket.SHUT_RDWR)
 
-    def classify(self, exc):
-        if not isinstance(exc, pymysql.err.MySQLError):
-            return None
-        number = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-        detail = exc.args[1] if len(exc.args) > 1 else str(exc)
-        text = f"mysql: {detail}" + (f" ({number})" if number else "")
-        if number in _ACCESS_DENIED:
-            return PermissionDeniedError(f"{text}; check the user, password and grants of the connection", code=number)
-        if number in _READ_ONLY:
-            return PermissionDeniedError(f"{text}: queries run read-only", code=number)
-        if number in _TIME_LIMIT:
-            return QueryTimeoutError(f"{text}: the query ran past its time limit and was stopped", code=number)
-        if number in _LOCKS:
-            return LockTimeoutError(text, code=number)
-        if number == _UNKNOWN_DATABASE:
-            return ConnectionConfigError(f"{text}; check the database name in the connection", code=number)
-        if number in _UNAVAILABLE or isinstance(exc, pymysql.err.InterfaceError):
-            return DatabaseUnavailableError(text, code=number)
-        if number is not None and number >= 2000:
-            # Client-side errors (2xxx): the connection, not the query, went wrong.
-            return DatabaseUnavailableError(text, code=number)
-        return QueryError(text, code=number)
+    def error_code(self, exc):
+        # PyMySQL's errors are (errno, message).
+        return exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+
+    def error_text(self, exc):
+        return str(exc.args[1] if len(exc.args) > 1 else exc).strip()
 
 
 class MySQLLoader(BulkLoader):

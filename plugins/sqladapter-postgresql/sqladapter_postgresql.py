@@ -46,6 +46,7 @@ from sqladapter import (
     hookimpl,
     jsontypes,
 )
+from sqladapter.error_rules import CONNECTION_OPTION, CREDENTIALS, DATABASE_NAME, READ_ONLY, TIME_LIMIT, ErrorRule
 
 log = logging.getLogger("sqladapter.postgresql")
 
@@ -163,8 +164,9 @@ _READ_ONLY_STATES = frozenset({"25006"})
 _ACCESS_STATES = frozenset({"42501"})
 _UNKNOWN_DATABASE = "3D000"
 # Connection failures that the same connection string can never get past: TLS or GSSAPI the
-# server cannot give, a setting it does not know, an option libpq does not know.
+# server cannot give, a setting it does not know, an option libpq does not know or cannot read.
 _CONFIG_PHRASES = (
+    "connection is bad: invalid",
     "server does not support ssl",
     "ssl was required",
     "unrecognized configuration parameter",
@@ -327,6 +329,28 @@ class PostgreSQL(Dialect):
     # A streamed query stopped early must be cancelled, and the rows already on their way
     # drained: tens of milliseconds on a big table. Told the limit, the server stops by itself.
     row_limit_in_sql = True
+    driver_errors = (psycopg.Error,)
+    error_rules = (
+        ErrorRule(QueryTimeoutError, TIME_LIMIT, codes=("57014",)),
+        ErrorRule(PermissionDeniedError, READ_ONLY, codes=_READ_ONLY_STATES),
+        ErrorRule(PermissionDeniedError, CREDENTIALS, code_prefixes=("28",), codes=_ACCESS_STATES),
+        ErrorRule(ConnectionConfigError, DATABASE_NAME, codes=(_UNKNOWN_DATABASE,)),
+        ErrorRule(LockTimeoutError, code_prefixes=("40",), codes=_LOCK_STATES),
+        ErrorRule(DatabaseUnavailableError, code_prefixes=("08",), codes=_UNAVAILABLE_STATES),
+        # Failures to connect carry no SQLSTATE (codes None): known by libpq's and the server's words.
+        ErrorRule(ConnectionConfigError, CONNECTION_OPTION, codes=(None,), phrases=_CONFIG_PHRASES),
+        ErrorRule(
+            ConnectionConfigError,
+            DATABASE_NAME,
+            types=(psycopg.OperationalError,),
+            codes=(None,),
+            pattern="database .*does not exist",
+        ),
+        ErrorRule(PermissionDeniedError, CREDENTIALS, types=(psycopg.OperationalError,), codes=(None,), phrases=_AUTH_PHRASES),
+        ErrorRule(DatabaseUnavailableError, types=(psycopg.OperationalError,), codes=(None,)),
+        ErrorRule(DatabaseUnavailableError, types=(psycopg.InterfaceError,)),
+        ErrorRule(QueryError),
+    )
 
     # -- checking a query with PostgreSQL's own parser -------------------------------------------
 
@@ -537,40 +561,8 @@ class PostgreSQL(Dialect):
         finally:
             _shut_socket(dbapi_connection.pgconn.socket)
 
-    def classify(self, exc):
-        if not isinstance(exc, psycopg.Error):
-            return None
-        state = exc.sqlstate or ""
-        message = str(exc).strip()
-        text = f"postgresql: {message}" + (f" ({state})" if state else "")
-        lowered = message.lower()
-        if state == "57014":
-            return QueryTimeoutError("postgresql: the query ran past its time limit and was cancelled", code=state)
-        if state in _READ_ONLY_STATES:
-            return PermissionDeniedError(f"{text}: queries run read-only", code=state)
-        if state.startswith("28") or state in _ACCESS_STATES:
-            return PermissionDeniedError(f"{text}; check the user, password and grants of the connection", code=state)
-        if state == _UNKNOWN_DATABASE:
-            return ConnectionConfigError(f"{text}; check the database name in the connection", code=state)
-        if state.startswith("40") or state in _LOCK_STATES:
-            return LockTimeoutError(text, code=state)
-        if state.startswith("08") or state in _UNAVAILABLE_STATES:
-            return DatabaseUnavailableError(text, code=state)
-        if not state and any(phrase in lowered for phrase in _CONFIG_PHRASES):
-            return ConnectionConfigError(f"{text}; fix the option in the connection's URL", code=state or None)
-        if not state and isinstance(exc, psycopg.OperationalError):
-            if lowered.startswith("connection is bad: invalid"):
-                # libpq refused an option of the connection string before connecting: retrying
-                # the same string cannot help.
-                return ConnectionConfigError(f"{text}; fix the option in the connection string")
-            if "database" in lowered and "does not exist" in lowered:
-                return ConnectionConfigError(f"{text}; check the database name in the connection")
-            if any(phrase in lowered for phrase in _AUTH_PHRASES):
-                return PermissionDeniedError(f"{text}; check the user, password and grants of the connection")
-            return DatabaseUnavailableError(text)
-        if isinstance(exc, psycopg.InterfaceError):
-            return DatabaseUnavailableError(text, code=state or None)
-        return QueryError(text, code=state or None)
+    def error_code(self, exc):
+        return getattr(exc, "sqlstate", None) or None
 
 
 class PostgreSQLLoader(BulkLoader):

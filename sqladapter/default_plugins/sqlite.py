@@ -7,12 +7,14 @@ import math
 import sqlite3
 import time
 import urllib.parse
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy.pool import QueuePool
 
 from .. import errors
 from ..dialect import Dialect
+from ..error_rules import READ_ONLY, TIME_LIMIT, ErrorRule
 from ..hookspecs import hookimpl
 
 # Authorizer actions a read-only query never needs. Everything else (SELECT, READ, FUNCTION
@@ -177,7 +179,7 @@ class _Deadline:
 
 _DEADLINE = "sqladapter.sqlite.deadline"
 
-_STORAGE_CLASSES = {int: "INTEGER", float: "REAL", str: "TEXT", bytes: "BLOB", type(None): "NULL"}
+_STORAGE_CLASSES = MappingProxyType({int: "INTEGER", float: "REAL", str: "TEXT", bytes: "BLOB", type(None): "NULL"})
 
 
 class SQLite(Dialect):
@@ -189,6 +191,20 @@ class SQLite(Dialect):
     paramstyles = ("named", "qmark")
     functions = _FUNCTIONS | _TABLE_FUNCTIONS
     typed_columns = False  # SQLite columns hold any type, row by row
+    driver_errors = (sqlite3.Error,)
+    # Codes are sqlite3's error names, extended ones among them (SQLITE_BUSY_SNAPSHOT,
+    # SQLITE_LOCKED_SHAREDCACHE): those are known by their message instead.
+    error_rules = (
+        ErrorRule(errors.QueryTimeoutError, TIME_LIMIT, codes=("SQLITE_INTERRUPT",)),
+        ErrorRule(errors.PermissionDeniedError, READ_ONLY, phrases=("not authorized", "readonly", "read-only")),
+        ErrorRule(errors.LockTimeoutError, codes=("SQLITE_BUSY", "SQLITE_LOCKED")),
+        ErrorRule(errors.LockTimeoutError, phrases=("locked",)),
+        ErrorRule(errors.DatabaseUnavailableError, codes=("SQLITE_CANTOPEN", "SQLITE_IOERR")),
+        ErrorRule(errors.DatabaseUnavailableError, phrases=("unable to open",)),
+        ErrorRule(errors.QueryError, "the file is not a usable SQLite database", codes=("SQLITE_NOTADB", "SQLITE_CORRUPT")),
+        ErrorRule(errors.NotReadOnlyError, "send exactly one statement", phrases=("one statement at a time",)),
+        ErrorRule(errors.QueryError),
+    )
 
     def engine_options(self, url, *, read_only):
         path = url.database or ":memory:"
@@ -225,7 +241,7 @@ class SQLite(Dialect):
         # the statement and its read lock: nothing is left for the pool's rollback to undo.
         return True
 
-    def time_limit(self, connection, limits) -> _Deadline:
+    def time_limit(self, connection, limits) -> _Deadline:  # type: ignore[override]
         # One progress handler per connection, installed on its first query and armed for each
         # query: cheaper than installing and removing a handler every time.
         dbapi_connection = connection.dbapi_connection
@@ -242,26 +258,8 @@ class SQLite(Dialect):
     def column_type(self, column, sample):
         return _STORAGE_CLASSES.get(type(sample)) or super().column_type(column, sample)
 
-    def classify(self, exc):
-        if not isinstance(exc, sqlite3.Error):
-            return None
-        message = str(exc)
-        code = getattr(exc, "sqlite_errorname", None)
-        text = f"sqlite: {message}"
-        lowered = message.lower()
-        if lowered == "interrupted":
-            return errors.QueryTimeoutError("sqlite: the query ran past its time limit and was stopped", code=code)
-        if "not authorized" in lowered or "readonly" in lowered or "read-only" in lowered:
-            return errors.PermissionDeniedError(f"{text}: queries run read-only", code=code)
-        if code in ("SQLITE_BUSY", "SQLITE_LOCKED") or "locked" in lowered:
-            return errors.LockTimeoutError(text, code=code)
-        if code in ("SQLITE_CANTOPEN", "SQLITE_IOERR") or "unable to open" in lowered:
-            return errors.DatabaseUnavailableError(text, code=code)
-        if code in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
-            return errors.QueryError(f"{text}: the file is not a usable SQLite database", code=code)
-        if isinstance(exc, sqlite3.Warning) or "one statement at a time" in lowered:
-            return errors.NotReadOnlyError(f"{text}; send exactly one statement", code=code)
-        return errors.QueryError(text, code=code)
+    def error_code(self, exc):
+        return getattr(exc, "sqlite_errorname", None)
 
 
 @hookimpl

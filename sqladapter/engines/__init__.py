@@ -1,6 +1,7 @@
-"""Workflow-engine bindings: one small module per engine, each a thin shell over `run_query`.
+"""Workflow-engine bindings: one small module per engine, each a thin shell over a `Runtime`.
 
-An engine module turns the engine's task or job into a `run_query` input, and the output or
+An engine module turns the engine's task or job into a `Runtime.run` input (each SDK worker
+process runs on its own default Runtime), and the output or
 `SqlAdapterError` back into the engine's result, mapping `retryable` to the engine's retry
 status. The query path never imports an engine.
 

@@ -25,7 +25,8 @@ import threading
 import time
 import traceback
 import warnings
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 from conductor.client.automator.task_handler import TaskHandler
 from conductor.client.automator.task_runner import TaskRunner
@@ -53,7 +54,7 @@ DEFAULT_GRACE_SECONDS = 30.0
 DEFAULT_OWNER_EMAIL = "sqladapter@example.com"
 
 
-def task_input(input_data: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+def task_input(input_data: Mapping[str, Any] | None) -> dict[str, Any]:
     """The run_query input of a Conductor task: its inputData without engine-reserved `_` keys."""
     # Conductor fills inputData from the task's inputParameters, so any other key is the
     # user's typo and run_query refuses it; keys starting with "_" are the engine's own
@@ -63,14 +64,24 @@ def task_input(input_data: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
 
 # In a worker process with metrics or JSON logs on (see _setup_process), or with tracing
 # enabled; the task path without them stays as short as it was.
-_observing = False
-_metrics: Optional[metrics.WorkerMetrics] = None
+class _WorkerProcess:
+    """What `serve` turned on in this SDK worker process, and its stop: found by the signal
+    handler and the runner's hooks, which the SDK calls with no handle of ours."""
 
-_OUTCOMES = {
+    def __init__(self) -> None:
+        self.observing = False
+        self.metrics: metrics.WorkerMetrics | None = None
+        self.stopping = threading.Event()
+        self.runner: TaskRunner | None = None
+
+
+_process = _WorkerProcess()
+
+_OUTCOMES = MappingProxyType({
     TaskResultStatus.COMPLETED: "completed",
     TaskResultStatus.FAILED: "failed",
     TaskResultStatus.FAILED_WITH_TERMINAL_ERROR: "failed_terminal",
-}
+})
 
 
 def execute_query_task(task: Task) -> TaskResult:
@@ -80,7 +91,7 @@ def execute_query_task(task: Task) -> TaskResult:
 
 def run_task(runtime: Runtime, task: Task) -> TaskResult:
     """Run a `query_sql` task: COMPLETED with the query output, else FAILED or FAILED_WITH_TERMINAL_ERROR."""
-    if _observing or tracing.enabled():
+    if _process.observing or tracing.enabled():
         return _observed(runtime, task)
     return _execute(runtime, task, task_input(task.input_data))
 
@@ -92,8 +103,8 @@ def _observed(runtime: Runtime, task: Task) -> TaskResult:
     span = op = None
     if tracing.enabled():
         span, op = tracing.start(name, task.task_id, task.workflow_instance_id, query_input)
-    if _metrics is not None:
-        _metrics.task_started(name)
+    if _process.metrics is not None:
+        _process.metrics.task_started(name)
     started = time.perf_counter()
     try:
         if span is not None:
@@ -111,8 +122,8 @@ def _observed(runtime: Runtime, task: Task) -> TaskResult:
     return result
 
 
-def _record(runtime: Runtime, task: Task, name: str, query_input: Dict[str, Any], result: TaskResult, elapsed: float,
-            span: Any, op: Optional[str]) -> None:
+def _record(runtime: Runtime, task: Task, name: str, query_input: dict[str, Any], result: TaskResult, elapsed: float,
+            span: Any, op: str | None) -> None:
     output = result.output_data if isinstance(result.output_data, dict) else {}
     outcome = _OUTCOMES.get(result.status, "failed")
     error = output.get("error") if outcome != "completed" else None
@@ -122,9 +133,9 @@ def _record(runtime: Runtime, task: Task, name: str, query_input: Dict[str, Any]
         rows, truncated = output.get("rowCount"), bool(output.get("truncated"))
     else:
         dialect, rows, truncated = metrics.dialect_of(runtime, query_input), None, None
-    if _metrics is not None:
-        _metrics.task_finished(name, dialect, outcome, elapsed, output if outcome == "completed" else None, error_type)
-        _metrics.record_connections(runtime.pools.open_connections())
+    if _process.metrics is not None:
+        _process.metrics.task_finished(name, dialect, outcome, elapsed, output if outcome == "completed" else None, error_type)
+        _process.metrics.record_connections(runtime.pools.open_connections())
     if span is not None:
         tracing.finish(span, op, dialect=dialect, outcome=outcome, error_type=error_type, rows=rows, truncated=truncated)
     if logs.json_enabled():
@@ -133,7 +144,7 @@ def _record(runtime: Runtime, task: Task, name: str, query_input: Dict[str, Any]
                   truncated=truncated)
 
 
-def _execute(runtime: Runtime, task: Task, query_input: Dict[str, Any]) -> TaskResult:
+def _execute(runtime: Runtime, task: Task, query_input: dict[str, Any]) -> TaskResult:
     result = TaskResult(task_id=task.task_id, workflow_instance_id=task.workflow_instance_id, worker_id=task.worker_id)
     try:
         output = runtime.run(query_input)
@@ -184,7 +195,7 @@ def _log(result: TaskResult, line: str) -> None:
     result.logs = (result.logs or []) + [TaskExecLog(line, result.task_id, int(time.time() * 1000))]
 
 
-def task_definition(name: str = TASK_NAME, owner_email: str = DEFAULT_OWNER_EMAIL, settings: Optional[Settings] = None) -> TaskDef:
+def task_definition(name: str = TASK_NAME, owner_email: str = DEFAULT_OWNER_EMAIL, settings: Settings | None = None) -> TaskDef:
     """The task definition `register` and `worker --register` send for task type `name`."""
     settings = settings or Settings.from_env()
     # A query may run up to the operator's timeout cap; the server must not declare the
@@ -209,11 +220,9 @@ def task_definition(name: str = TASK_NAME, owner_email: str = DEFAULT_OWNER_EMAI
 
 # -- stopping a worker process without dropping tasks -----------------------------------------
 
-_stopping = threading.Event()
-_runner: Optional[TaskRunner] = None
 
 
-def _find_runner(frame: Any) -> Optional[TaskRunner]:
+def _find_runner(frame: Any) -> TaskRunner | None:
     # The SDK gives a worker no handle on the TaskRunner that drives it; the runner is
     # always up the main thread's stack (TaskRunner.run), which is where signals land.
     while frame is not None:
@@ -225,13 +234,12 @@ def _find_runner(frame: Any) -> Optional[TaskRunner]:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    global _runner
-    _stopping.set()
-    _runner = _runner or _find_runner(frame)
-    if _runner is not None:
+    _process.stopping.set()
+    _process.runner = _process.runner or _find_runner(frame)
+    if _process.runner is not None:
         # update-v2 answers with the next task and the SDK runs it at once; the v1 update
         # answers nothing, so each in-flight chain ends with the task it holds.
-        _runner._use_update_v2 = False
+        _process.runner._use_update_v2 = False
 
 
 def _unpickled_by_spawn() -> bool:
@@ -239,35 +247,34 @@ def _unpickled_by_spawn() -> bool:
     while frame is not None:
         if frame.f_code.co_name == "spawn_main" and frame.f_globals.get("__name__") == "multiprocessing.spawn":
             return True
-        frame = frame.f_back
+        frame = frame.f_back  # type: ignore[assignment]
     return False
 
 
 def _setup_process(worker: "QueryWorker") -> None:
     """Turn on, in this worker process, what `serve` asked for: metrics, JSON logs; and tracing."""
-    global _observing, _metrics
     options = worker.observability
     if options.get("log_format") == "json":
         logs.configure("json", Configuration().log_level)
     if options.get("metrics"):
-        _metrics = metrics.worker_metrics()
-        _metrics.process_started(worker.task_definition_name, int(effective_settings(worker)["thread_count"]))
+        _process.metrics = metrics.worker_metrics()
+        _process.metrics.process_started(worker.task_definition_name, int(effective_settings(worker)["thread_count"]))
     if tracing.requested():
         reason = tracing.missing()
         if reason is None:
             tracing.enable()
         else:
             log.warning("sqladapter worker: OTEL_EXPORTER_OTLP_ENDPOINT is set but no spans are exported: %s", reason)
-    _observing = _metrics is not None or logs.json_enabled() or tracing.enabled()
+    _process.observing = _process.metrics is not None or logs.json_enabled() or tracing.enabled()
 
 
 class QueryWorker(Worker):
     """The SDK's Worker for one task name, plus a stop that drains instead of killing."""
 
     #: What `serve` turns on in the worker process: {"metrics": bool, "log_format": "text" | "json"}.
-    observability: Dict[str, Any] = {}
+    observability: dict[str, Any] = {}
 
-    def __setstate__(self, state: Dict[str, Any]) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         # Unpickling by multiprocessing's spawn bootstrap runs in the worker process's main
         # thread before its TaskRunner starts: the one place to install that process's handler.
@@ -277,10 +284,10 @@ class QueryWorker(Worker):
 
     @property
     def paused(self) -> bool:
-        if _metrics is not None:
+        if _process.metrics is not None:
             # The runner's loop reads this right before each poll: its heartbeat for /health.
-            _metrics.loop_ran(self.task_definition_name)
-        if not _stopping.is_set():
+            _process.metrics.loop_ran(self.task_definition_name)
+        if not _process.stopping.is_set():
             return self._paused
         if threading.current_thread() is threading.main_thread():
             self._finish_when_drained()
@@ -294,22 +301,21 @@ class QueryWorker(Worker):
     def _finish_when_drained() -> None:
         # Called by the runner's main loop right before it would poll, so no task can be
         # handed to the pool between this check and the loop's exit.
-        global _runner
-        _runner = _runner or _find_runner(sys._getframe(1))
-        if _runner is None:
+        _process.runner = _process.runner or _find_runner(sys._getframe(1))
+        if _process.runner is None:
             return
-        _runner._use_update_v2 = False
-        if all(future.done() for future in list(_runner._running_tasks)):
-            _runner._shutdown = True
+        _process.runner._use_update_v2 = False
+        if all(future.done() for future in list(_process.runner._running_tasks)):
+            _process.runner._shutdown = True
 
 
 def make_worker(
     name: str = TASK_NAME,
     *,
     threads: int = DEFAULT_THREADS,
-    domain: Optional[str] = None,
+    domain: str | None = None,
     poll_interval_ms: float = DEFAULT_POLL_INTERVAL_MS,
-    worker_id: Optional[str] = None,
+    worker_id: str | None = None,
     register: bool = False,
     owner_email: str = DEFAULT_OWNER_EMAIL,
 ) -> QueryWorker:
@@ -331,7 +337,7 @@ def make_worker(
     )
 
 
-def effective_settings(worker: Worker) -> Dict[str, Any]:
+def effective_settings(worker: Worker) -> dict[str, Any]:
     """The worker's settings after the SDK's CONDUCTOR_WORKER_* environment overrides."""
     return resolve_worker_config(
         worker_name=worker.task_definition_name,
@@ -344,10 +350,10 @@ def effective_settings(worker: Worker) -> Dict[str, Any]:
     )
 
 
-def startup_line(configuration: Configuration, workers: List[Worker], dialects: List[str]) -> str:
+def startup_line(configuration: Configuration, workers: list[Worker], dialects: list[str]) -> str:
     """One line naming the server (no credentials), task names, threads and installed dialects."""
     tasks = []
-    processes: Dict[str, int] = {}
+    processes: dict[str, int] = {}
     for worker in workers:
         processes[worker.task_definition_name] = processes.get(worker.task_definition_name, 0) + 1
     for worker in workers:
@@ -366,15 +372,15 @@ def startup_line(configuration: Configuration, workers: List[Worker], dialects: 
 
 
 def serve(
-    workers: List[QueryWorker],
+    workers: list[QueryWorker],
     *,
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
     announce: Callable[[str], None] = print,
-    configuration: Optional[Configuration] = None,
-    metrics_port: Optional[int] = None,
+    configuration: Configuration | None = None,
+    metrics_port: int | None = None,
     metrics_host: str = "0.0.0.0",
     log_format: str = "text",
-    runtime: Optional[Runtime] = None,
+    runtime: Runtime | None = None,
 ) -> int:
     """Run the workers under a TaskHandler until SIGTERM or SIGINT, then drain and return 0.
 
@@ -415,7 +421,7 @@ def serve(
                 {w.task_definition_name: float(effective_settings(w)["poll_interval"]) / 1000 for w in workers},
             )
             # Listening before the workers start: a port already taken stops the worker at once.
-            host, port = monitor.serve(metrics_host, metrics_port)
+            host, port = monitor.serve(metrics_host, metrics_port)  # type: ignore[arg-type]
         handler.start_processes()
         announce(startup_line(configuration, workers, dialects))
         if monitor is not None:
@@ -466,12 +472,12 @@ def _drain(handler: TaskHandler, grace_seconds: float) -> None:
 
 
 def register_definitions(
-    task_names: List[str],
-    workflows: List[Dict[str, Any]],
+    task_names: list[str],
+    workflows: list[dict[str, Any]],
     *,
     owner_email: str = DEFAULT_OWNER_EMAIL,
-    configuration: Optional[Configuration] = None,
-) -> List[str]:
+    configuration: Configuration | None = None,
+) -> list[str]:
     """Create or update the task definitions and workflow definitions on the server; return what was done."""
     from conductor.client.http.api_client import ApiClient
     from conductor.client.http.rest import ApiException
