@@ -218,9 +218,13 @@ VARIANTS = ("correct", "no-read-only", "no-deadline")
 
 @pytest.fixture(scope="module")
 def runs(toy) -> dict[str, subprocess.CompletedProcess[str]]:
-    """The kit run against each variant, the three side by side."""
-    with ThreadPoolExecutor(len(VARIANTS)) as pool:
-        return dict(zip(VARIANTS, pool.map(lambda variant: _run_kit(toy, variant), VARIANTS)))
+    """The kit run against each variant: the correct one alone (its time limits are measured),
+    then the two unsafe ones side by side (what they fail on does not depend on timing)."""
+    results = {"correct": _run_kit(toy, "correct")}
+    unsafe = VARIANTS[1:]
+    with ThreadPoolExecutor(len(unsafe)) as pool:
+        results.update(zip(unsafe, pool.map(lambda variant: _run_kit(toy, variant), unsafe)))
+    return results
 
 
 def test_the_correct_plugin_passes_every_check(runs):

@@ -236,7 +236,7 @@ class Session:
         self._connections: dict[int, Any] = {}
         self._executor = self._new_executor()
         self._restore: list[Callable[[], None]] = []
-        self.inner_fetch = dialect.fetch
+        self.inner_fetch: Callable[..., Any] = dialect.fetch
         if not database_layer:
             self._bypass_database_layer()
         self._spy()
@@ -339,6 +339,12 @@ class Session:
             outcome.rows_read = self.counter.rows
         return outcome
 
+    def run_here(self, query: str, **fields: Any) -> dict[str, Any]:
+        """Run one task on the calling thread, unbounded: for checks that run tasks from threads
+        of their own and watch them."""
+        fields.setdefault("connection_string", self.database.connection_string)
+        return self.rt.run({**fields, "query": query})
+
     def run(self, query: str, **fields: Any) -> dict[str, Any]:
         """Run one task that must succeed; its output."""
         outcome = self.attempt(query, **fields)
@@ -397,9 +403,25 @@ class Kit:
 
     def start(self) -> Kit:
         self._stack.enter_context(_exclusive(self.database.connection_string + str(self.database.data_dir)))
-        if not self.database._prepared or not self.intact():
-            self.prepare()
+        try:
+            database = self.database
+            # After a check that found a write getting through (or ended before it could say),
+            # the tables are looked at again, and made again if they changed.
+            if not database._prepared or (database._suspect and not self.intact()):
+                self.prepare()
+            database._suspect = False
+        except BaseException:
+            self._stack.close()
+            raise
         return self
+
+    @contextlib.contextmanager
+    def trying_writes(self) -> Iterator[None]:
+        """Around a check that sends writes: unless it ends with the tables as they were, the
+        next check looks at them first."""
+        self.database._suspect = True
+        yield
+        self.database._suspect = False
 
     def finish(self) -> None:
         self._stack.close()
@@ -445,12 +467,26 @@ class Kit:
         """A raw connection of the plugin's driver, closed after the block."""
         if self._open and not self.database.raw_while_connected:
             raise AssertionError("the kit opened a raw connection while a session was open")
-        connection = self.database.raw_connect()
+        connection = self._raw_connect()
         try:
             yield connection
         finally:
             with contextlib.suppress(Exception):
                 connection.close()
+
+    def _raw_connect(self) -> Any:
+        if self.database.raw_while_connected:
+            return self.database.raw_connect()
+        # A file database may still be held open by a call a closed runtime gave up on (past its
+        # deadline): it lets go once that call ends.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return self.database.raw_connect()
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     @contextlib.contextmanager
     def raw_beside_session(self) -> Iterator[Any]:
@@ -559,8 +595,11 @@ class Kit:
 
     def state(self, raw: Any) -> Any:
         """The plugin's `Database.state`, or what it raised (a write got through and broke it)."""
+        state = self.database.state
+        if state is None:
+            return None
         try:
-            return self.database.state(raw)
+            return state(raw)
         except Exception as exc:
             with contextlib.suppress(Exception):
                 raw.rollback()

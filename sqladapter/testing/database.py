@@ -118,6 +118,7 @@ class Database:
 
     _prepared: bool = field(default=False, init=False, repr=False)
     _bypass_checked: bool = field(default=False, init=False, repr=False)
+    _suspect: bool = field(default=False, init=False, repr=False)
 
     @property
     def tags(self) -> tuple[str, ...]:

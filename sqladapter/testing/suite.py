@@ -8,6 +8,7 @@ property first ("the database-level read-only layer is missing: ...", "no deadli
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -15,7 +16,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -134,6 +135,18 @@ def _check_bypasses_work(kit: Kit) -> None:
     database._bypass_checked = True
 
 
+def _tries_writes(test: Any) -> Any:
+    """For a check that sends statements which could change the database: unless it passes, the
+    next check first looks whether the kit's tables are as they were."""
+
+    @functools.wraps(test)
+    def check(self: Any, kit: Kit) -> Any:
+        with kit.trying_writes():
+            return test(self, kit)
+
+    return check
+
+
 class DialectSuite:
     """The conformance checks for one dialect plugin. Subclass it and give a `database` fixture.
 
@@ -143,7 +156,7 @@ class DialectSuite:
     """
 
     @pytest.fixture
-    def kit(self, database, request) -> Kit:
+    def kit(self, database, request) -> Iterator[Kit]:
         """The kit for one check: the plugin's `database`, its tables made, held for this run alone."""
         made = Kit(database, request).start()
         try:
@@ -222,6 +235,7 @@ class DialectSuite:
 
     # -- read-only, twice over ----------------------------------------------------------------------
 
+    @_tries_writes
     def test_the_database_refuses_writes_when_the_guard_is_bypassed(self, kit):
         """guard.check approves everything: only the database's own read-only session stands in the way."""
         _check_bypasses_work(kit)
@@ -287,6 +301,7 @@ class DialectSuite:
         if problems:
             _fail(f"{database.dialect}: writes with the guard bypassed", problems)
 
+    @_tries_writes
     def test_the_guard_refuses_writes_when_the_database_layer_is_bypassed(self, kit):
         """The database's read-only session is gone (read-write engine, plain execute that commits):
         only the guard stands in the way."""
@@ -321,6 +336,7 @@ class DialectSuite:
         if problems:
             _fail(f"{database.dialect}: writes with the database's read-only layer bypassed", problems)
 
+    @_tries_writes
     def test_hostile_statements_are_refused_and_change_nothing(self, kit):
         """Every statement of the hostile corpus with one of the dialect's tags: a terminal error (a
         retryable time-limit error for runaway work), nothing changed in the database or the files
@@ -401,6 +417,7 @@ class DialectSuite:
             return f"{why}: {sql!r}: the error message is empty"
         return None
 
+    @_tries_writes
     def test_task_input_cannot_configure_the_connection(self, kit):
         strings = _needs(kit, "refused_connection_strings", "inline connection strings with options task input must not set")
         problems = []
@@ -499,19 +516,22 @@ class DialectSuite:
         if problems:
             _fail(f"{kit.database.dialect}: a {total // 1_000_000} MB result over a {BUDGET}-byte output budget", problems)
 
+    @_tries_writes
     def test_bad_input_is_terminal_never_internal(self, kit):
         problems = []
         # Junk may ask for any time limit: the worker's cap keeps a junk query short.
         with kit.session(max_timeout_ms=2000) as s:
             for name, query in DEEP_QUERIES.items():
-                outcome = s.attempt(query)
+                # Parsing comes before any time limit (it is bounded by the query's size): on a
+                # busy machine it may take long, and that is not what this checks.
+                outcome = s.attempt(query, wait=120)
                 if not outcome.finished or outcome.crash is not None:
                     problems.append(f"a deep or long expression ({name}) ended as 'internal': {outcome.describe()}")
                 elif outcome.error is not None and outcome.error.retryable:
                     problems.append(f"a deep or long expression ({name}) was reported retryable: {outcome.describe()}")
             for task in _junk_tasks():
                 query = task.pop("query")
-                outcome = s.attempt(query, **task)
+                outcome = s.attempt(query, wait=60, **task)
                 if not outcome.finished or outcome.crash is not None:
                     problems.append(f"bad input ended as 'internal': {outcome.describe()} for {dict(task, query=query)!r}")
                 elif outcome.error is not None and outcome.error.retryable and not isinstance(outcome.error, QueryTimeoutError):
@@ -562,6 +582,7 @@ class DialectSuite:
 
     # -- state between tasks ------------------------------------------------------------------------
 
+    @_tries_writes
     def test_no_session_state_crosses_tasks(self, kit):
         database = kit.database
         changes = _needs(kit, "state_changes", "statements that change a session's settings, temporary objects or locks")
@@ -658,6 +679,7 @@ class DialectSuite:
                 [f"error classification: it must be a retryable DatabaseUnavailableError, got {outcome.describe()}"],
             )
 
+    @_tries_writes
     def test_refused_credentials_are_terminal_and_no_password_is_shown(self, kit):
         database = kit.database
         refused = _needs(kit, "refused_credentials", "a connection string with a password the server refuses")
@@ -696,11 +718,11 @@ class DialectSuite:
                     problems.append(f"{name}: {sql!r} ended in {outcome.describe()}")
         needles = set()
         for text in urls:
-            password = make_url(text).password
-            if password:
-                needles |= {str(password), urllib.parse.quote(str(password), safe="")}
-            needles.add(text)
-        texts = [caplog.text]
+            url = make_url(text)
+            if url.password:
+                needles |= {str(url.password), urllib.parse.quote(str(url.password), safe="")}
+            needles |= {text, url.render_as_string(hide_password=False)}
+        texts = [caplog.text, *(record.getMessage() for record in caplog.records)]
         for error in errors:
             texts += [error.message, str(error), json.dumps(error.to_dict()), repr(error.__cause__), repr(error.__context__)]
         hits = sorted({needle for needle in needles for text in texts if needle and needle in text})
@@ -739,7 +761,7 @@ class DialectSuite:
                         return
                     running[name] = time.monotonic()
                     try:
-                        s.rt.run(connection_string=kit.database.connection_string, query=sql, timeout_ms=1)
+                        s.run_here(sql, timeout_ms=1)
                         outcomes.append("finished")
                     except QueryTimeoutError:
                         outcomes.append("stopped")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from sqladapter import ConnectionConfigError, Runtime, Settings
+from sqladapter import ConnectionConfigError
 from sqladapter.testing import Database, DialectSuite, same_instant
 
 UUID = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
@@ -191,11 +191,10 @@ class TestDuckDBConformance(DialectSuite):
     def test_named_connection_options_cannot_undo_read_only(self, kit):
         database = kit.database.data_dir / "kit.duckdb"
         for option in ("enable_external_access=true", "lock_configuration=false", "access_mode=read_write"):
-            environ = {"SQLADAPTER_CONNECTION_LOOSE": f"duckdb:///{database}?{option}"}
-            with Runtime(Settings(data_dir=kit.database.data_dir), environ=environ) as runtime:
-                with pytest.raises(ConnectionConfigError) as caught:
-                    runtime.run(connection="loose", query="SELECT 1")
-            assert option.split("=")[0] in caught.value.message
+            with kit.session(environ={"SQLADAPTER_CONNECTION_LOOSE": f"duckdb:///{database}?{option}"}) as s:
+                outcome = s.attempt("SELECT 1", connection="loose")
+            assert isinstance(outcome.error, ConnectionConfigError), outcome.describe()
+            assert option.split("=")[0] in outcome.error.message
 
     @pytest.mark.xfail(
         strict=True,
