@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from conftest import mysql_admin, postgresql_admin
+from servers import mysql_admin, postgresql_admin
 
 NUMBERS = list(range(1, 11))
 

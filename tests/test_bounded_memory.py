@@ -14,10 +14,10 @@ import sqlite3
 from typing import Any
 
 import pytest
+from servers import MYSQL_HOST, POSTGRESQL_HOST, mysql_admin, postgresql_admin, server_unavailable
 
-from conftest import MYSQL_HOST, POSTGRESQL_HOST, mysql_admin, postgresql_admin, server_unavailable
-from sqladapter.runtime import default
 from sqladapter import run_query
+from sqladapter.runtime import default
 
 TABLE_ROWS = 50_000
 DATABASE = "sqla_bench"

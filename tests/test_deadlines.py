@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import mysql_admin, postgresql_admin
 from security_databases import report
+from servers import mysql_admin, postgresql_admin
 
 from sqladapter import QueryTimeoutError, run_query
 from sqladapter.deadlines import GRACE_SECONDS

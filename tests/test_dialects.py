@@ -7,20 +7,21 @@ import json
 import threading
 import time
 
-import pytest
-from click.testing import CliRunner
-
 import dialect_cases
-from conftest import mysql_admin, postgresql_admin
+import pytest
+import servers
+from click.testing import CliRunner
+from servers import mysql_admin, postgresql_admin
+
 from sqladapter import (
     ConnectionConfigError,
     NotReadOnlyError,
     PermissionDeniedError,
     QueryError,
     QueryTimeoutError,
+    Runtime,
     SqlAdapterError,
     UnknownDialectError,
-    Runtime,
     guard,
     run_query,
 )
@@ -52,7 +53,7 @@ def case(request, data_dir) -> dialect_cases.Case:
         try:
             import duckdb  # noqa: F401
         except ImportError:
-            from conftest import server_unavailable
+            from servers import server_unavailable
 
             server_unavailable("duckdb is not installed: pip install ./plugins/sqladapter-duckdb")
         return dialect_cases.duckdb_case(data_dir)
@@ -421,8 +422,8 @@ def test_sqladapter_plugins_lists_the_three_dialect_plugins():
     ("plugin", "url", "package"),
     [
         ("duckdb", "duckdb:///numbers.duckdb", "sqladapter-duckdb"),
-        ("mysql", "mysql://root@127.0.0.1:3306/sqla_dialects", "sqladapter-mysql"),
-        ("postgresql", "postgresql://postgres@127.0.0.1:5432/sqla_dialects", "sqladapter-postgresql"),
+        ("mysql", servers.mysql_url("sqla_dialects"), "sqladapter-mysql"),
+        ("postgresql", servers.postgresql_url("sqla_dialects"), "sqladapter-postgresql"),
     ],
 )
 def test_a_disabled_plugin_leaves_its_urls_unclaimed_with_a_hint(plugin, url, package, data_dir, monkeypatch):

@@ -13,8 +13,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import REQUIRE_SERVERS, server_unavailable
 from security_databases import DIALECTS, exclusive_use, make_outside, make_target, plugin_installed, remove_tree, report
+from servers import REQUIRE_SERVERS, server_unavailable
 
 from sqladapter import QueryTimeoutError, SqlAdapterError
 from sqladapter.statements import check_statement

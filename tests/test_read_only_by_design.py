@@ -11,9 +11,9 @@ import sqlite3
 import string
 
 import pytest
-from conftest import mysql_admin, postgresql_admin
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from servers import mysql_admin, postgresql_admin
 
 from sqladapter import ConnectionConfigError, NotReadOnlyError, SqlAdapterError, run_query
 from sqladapter.runtime import close_default, default

@@ -8,9 +8,10 @@ task when they are strings.
 Stopping: the SDK's `stop_processes` kills worker processes mid-task. `serve` instead sends
 each worker process SIGTERM, on which the process stops polling, ends the update-v2 chain
 after the task in hand, reports every task it holds, and exits; only a process still busy
-after the grace period is killed. That stop sets three attributes of the SDK's TaskRunner
-(`_use_update_v2`, `_running_tasks`, `_shutdown`), which is one reason pyproject pins
-conductor-python to 2.0.x; tests/test_worker.py fails if they change meaning.
+after the grace period is killed. That stop uses the runner's public `stop()`, and reads and
+sets two private attributes of the SDK's TaskRunner (`_running_tasks`, `_use_update_v2`), which
+is one reason pyproject pins conductor-python to 2.0.x; tests/test_worker.py fails if they
+change meaning.
 
 Operating: the workers extend their tasks' leases through the SDK (a query may run past the
 task definition's responseTimeoutSeconds without being handed to another worker), and
@@ -306,7 +307,7 @@ class QueryWorker(Worker):
             return
         _process.runner._use_update_v2 = False
         if all(future.done() for future in list(_process.runner._running_tasks)):
-            _process.runner._shutdown = True
+            _process.runner.stop()  # the SDK's own graceful stop: the loop ends after this pass
 
 
 def make_worker(
