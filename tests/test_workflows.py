@@ -13,7 +13,7 @@ from conductor_server import ConductorServer
 
 from sqladapter.cli import cli
 from sqladapter.errors import InputError, UnknownDialectError
-from sqladapter.local_run import check_workflow, load_workflow, run_workflow, workflow_files
+from sqladapter.engines.conductor_local import check_workflow, load_workflow, run_workflow, workflow_files
 from sqladapter.runtime import default
 from sqladapter.seed import seed
 
