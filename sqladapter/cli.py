@@ -268,8 +268,8 @@ def register(workflow_files, task_names, owner_email) -> None:
     in place. The server comes from CONDUCTOR_SERVER_URL, CONDUCTOR_AUTH_KEY and CONDUCTOR_AUTH_SECRET.
     """
     from .engines import conductor
-    from .local_run import load_workflow
-    from .local_run import workflow_files as shipped
+    from .engines.conductor_local import load_workflow
+    from .engines.conductor_local import workflow_files as shipped
 
     try:
         workflows = [load_workflow(path) for path in (workflow_files or shipped())]
@@ -295,7 +295,7 @@ def run(workflow_file, input_json, task_names) -> None:
     task types are refused. Exit status 0 when the workflow completes, 2 or 3 when a task fails
     (terminal or retryable).
     """
-    from .local_run import run_workflow
+    from .engines.conductor_local import run_workflow
 
     workflow_input: Any = {}
     if input_json:

@@ -1,29 +1,16 @@
-"""Shared fixtures: a data directory per test, fresh plugin state, and the database servers.
-
-MariaDB and PostgreSQL tests run against real servers (127.0.0.1:3306 root, 127.0.0.1:5432
-trust). Where a server does not answer they skip with a one-line reason, unless
-SQLADAPTER_REQUIRE_SERVERS=1 (set by .ci/run), where they fail instead.
-"""
+"""Shared fixtures: a data directory per test, runtimes, and URLs of the database servers
+(tests/servers.py says where those are and how a missing one is reported)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from servers import DIALECTS_DATABASE, MYSQL_HOST, POSTGRESQL_HOST, mysql_admin, postgresql_admin
 
 from sqladapter import runtime as runtimes
 from sqladapter.seed import seed
 from sqladapter.settings import Settings
-
-REQUIRE_SERVERS = os.environ.get("SQLADAPTER_REQUIRE_SERVERS") == "1"
-
-
-def server_unavailable(reason: str) -> None:
-    """Skip (on a developer's machine) or fail (in CI) a test whose server does not answer."""
-    if REQUIRE_SERVERS:
-        pytest.fail(f"{reason} (SQLADAPTER_REQUIRE_SERVERS=1 turns this skip into a failure)")
-    pytest.skip(reason)
 
 
 @pytest.fixture
@@ -72,46 +59,6 @@ def runtime(data_dir: Path):
     """A Runtime of the test's own, on the test's data directory, closed after the test."""
     with runtimes.Runtime() as made:
         yield made
-
-
-# -- database servers: MariaDB/MySQL and PostgreSQL ------------------------------------------------
-# Each suite that needs a server uses its own database on it; these fixtures give the URL of
-# `sqla_dialects` (created when missing) with a user that needs no password, or skip/fail
-# through server_unavailable when the server does not answer.
-
-MYSQL_HOST = os.environ.get("SQLADAPTER_TEST_MYSQL_HOST", "127.0.0.1:3306")
-POSTGRESQL_HOST = os.environ.get("SQLADAPTER_TEST_POSTGRESQL_HOST", "127.0.0.1:5432")
-DIALECTS_DATABASE = "sqla_dialects"
-
-
-def mysql_admin(database: str | None = None):
-    """A PyMySQL connection as root (autocommit), or server_unavailable."""
-    try:
-        import pymysql
-    except ImportError:
-        server_unavailable("PyMySQL is not installed: pip install ./plugins/sqladapter-mysql")
-    host, _, port = MYSQL_HOST.partition(":")
-    try:
-        return pymysql.connect(
-            host=host, port=int(port or 3306), user="root", database=database, autocommit=True, connect_timeout=5
-        )
-    except pymysql.err.OperationalError as exc:
-        server_unavailable(f"no MySQL/MariaDB server answers on {MYSQL_HOST}: {exc.args[-1]}")
-
-
-def postgresql_admin(database: str = "postgres"):
-    """A psycopg connection as postgres (autocommit), or server_unavailable."""
-    try:
-        import psycopg
-    except ImportError:
-        server_unavailable("psycopg is not installed: pip install ./plugins/sqladapter-postgresql")
-    host, _, port = POSTGRESQL_HOST.partition(":")
-    try:
-        return psycopg.connect(
-            host=host, port=int(port or 5432), user="postgres", dbname=database, autocommit=True, connect_timeout=5
-        )
-    except psycopg.OperationalError as exc:
-        server_unavailable(f"no PostgreSQL server answers on {POSTGRESQL_HOST}: {str(exc).strip()}")
 
 
 @pytest.fixture(scope="session")

@@ -24,16 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from servers import MYSQL_ADDRESS, MYSQL_PORT, POSTGRESQL_ADDRESS, POSTGRESQL_PORT, mysql_url, postgresql_url
+
 from sqladapter.runtime import Runtime, default
 from sqladapter.seed import tutorial_people
 from sqladapter.settings import Settings
 
 DATABASE = "sqla_security"
 DIALECTS = ("sqlite", "duckdb", "mysql", "postgresql")
-MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
-POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
-MYSQL_URL = f"mysql://root@127.0.0.1:3306/{DATABASE}"
-POSTGRES_URL = f"postgresql://postgres@127.0.0.1:5432/{DATABASE}"
+MYSQL = {"host": MYSQL_ADDRESS, "port": MYSQL_PORT, "user": "root", "password": ""}
+POSTGRES = {"host": POSTGRESQL_ADDRESS, "port": POSTGRESQL_PORT, "user": "postgres"}
+MYSQL_URL = mysql_url(DATABASE)
+POSTGRES_URL = postgresql_url(DATABASE)
 LOCK_NAME = "sqla_security_lock"
 PEOPLE_COLUMNS = ("name", "surname", "birth_date", "zip_code")
 

@@ -97,9 +97,7 @@ def test_help_and_version_do_not_import_the_database_stack(code):
 
 
 def test_the_package_still_exports_what_users_and_plugins_import():
-    from sqladapter import Dialect, SqlAdapterError, hookimpl, run_query
-
-    from sqladapter import Runtime, dialect, runtime
+    from sqladapter import Dialect, Runtime, SqlAdapterError, dialect, hookimpl, run_query, runtime
 
     assert run_query is runtime.run_query and Dialect is dialect.Dialect and Runtime is runtime.Runtime
     assert callable(hookimpl) and issubclass(SqlAdapterError, Exception)

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from sqladapter.runtime import default
 from sqladapter import ConnectionConfigError, UnknownDialectError, run_query
+from sqladapter.runtime import default
 from sqladapter.settings import Settings
 
 QUERY = "SELECT name FROM people ORDER BY name LIMIT 1"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import servers
 from click.testing import CliRunner
 
 from sqladapter import Runtime, UnknownDialectError
@@ -30,8 +31,8 @@ def test_sqladapter_plugins_lists_the_three_dialect_plugins():
     ("plugin", "url", "package"),
     [
         ("duckdb", "duckdb:///numbers.duckdb", "sqladapter-duckdb"),
-        ("mysql", "mysql://root@127.0.0.1:3306/sqla_dialects", "sqladapter-mysql"),
-        ("postgresql", "postgresql://postgres@127.0.0.1:5432/sqla_dialects", "sqladapter-postgresql"),
+        ("mysql", servers.mysql_url("sqla_dialects"), "sqladapter-mysql"),
+        ("postgresql", servers.postgresql_url("sqla_dialects"), "sqladapter-postgresql"),
     ],
 )
 def test_a_disabled_plugin_leaves_its_urls_unclaimed_with_a_hint(plugin, url, package, data_dir, monkeypatch):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from conftest import MYSQL_HOST, POSTGRESQL_HOST, mysql_admin, postgresql_admin
+from servers import MYSQL_HOST, POSTGRESQL_HOST, mysql_admin, postgresql_admin
 
 from sqladapter import (
     ConnectionConfigError,
@@ -34,11 +34,11 @@ from sqladapter import (
     QueryTimeoutError,
     Runtime,
     SqlAdapterError,
+    error_rules,
     hookimpl,
     plugins,
     run_query,
 )
-from sqladapter import error_rules
 from sqladapter.default_plugins.sqlite import SQLite
 from sqladapter.error_rules import ErrorRule
 

@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 from conductor_server import ConductorServer, _Handler
-from conftest import server_unavailable
 from security_databases import (
     DATABASE,
     MYSQL_URL,
@@ -35,6 +34,7 @@ from security_databases import (
     postgres_create_database,
     report,
 )
+from servers import server_unavailable
 from worker_process import WorkerProcess, descendants
 
 from sqladapter import DatabaseUnavailableError, SqlAdapterError, run_query

@@ -13,7 +13,6 @@ from pathlib import Path
 import orjson
 import pytest
 from conductor_server import ConductorServer
-from conftest import REQUIRE_SERVERS, postgresql_admin, server_unavailable
 from security_databases import (
     MYSQL_URL,
     POSTGRES_URL,
@@ -23,6 +22,7 @@ from security_databases import (
     postgres_create_database,
     report,
 )
+from servers import REQUIRE_SERVERS, postgresql_admin, server_unavailable
 from worker_process import WorkerProcess, descendants, memory_kb
 
 from sqladapter import QueryTimeoutError, Runtime, SqlAdapterError, run_query

@@ -9,8 +9,8 @@ import time
 
 import pytest
 from conductor_server import ConductorServer
-from conftest import server_unavailable
 from security_databases import MYSQL_URL, exclusive_use, make_outside, make_target, remove_tree, report
+from servers import server_unavailable
 from worker_process import WorkerProcess, descendants, memory_kb
 
 TASKS = 10_000

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from sqladapter.cli import cli
-from sqladapter.local_run import NotSupportedLocallyError, resolve, run_workflow
+from sqladapter.engines.conductor_local import NotSupportedLocallyError, resolve, run_workflow
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / "workflows"

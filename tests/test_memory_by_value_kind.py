@@ -51,9 +51,9 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-
-from conftest import server_unavailable
 from security_databases import report
+from servers import server_unavailable
+
 from sqladapter.runtime import default
 
 BUDGET = 1_000_000  # SQLADAPTER_MAX_OUTPUT_BYTES, the default

@@ -23,13 +23,14 @@ from typing import Any, Iterator
 
 import orjson
 import pytest
+import servers
 from conductor_server import ConductorServer
-from conftest import postgresql_admin
+from servers import postgresql_admin
 from worker_process import WorkerProcess, descendants
 
-from sqladapter.runtime import default
 from sqladapter import errors
 from sqladapter.metrics import STATUSES
+from sqladapter.runtime import default
 
 PASSWORD = "Op3r@t1ng:p/w%d#" + "x9"
 QUOTED = urllib.parse.quote(PASSWORD, safe="")
@@ -308,7 +309,7 @@ def wait_for_json_startup(worker: WorkerProcess, timeout: float = 60) -> None:
 def test_json_logs_hold_one_line_per_task_and_never_a_password_or_a_parameter(tmp_path):
     postgresql_admin().close()  # skips (or fails in CI) without the server
     seed_with_cli(tmp_path)
-    good = f"postgresql://postgres:{QUOTED}@127.0.0.1:5432/postgres"
+    good = f"postgresql://postgres:{QUOTED}@{servers.POSTGRESQL_HOST}/postgres"
     down = f"postgresql://postgres:{QUOTED}@127.0.0.1:9/postgres"
     pg, people = {"connection": "pg"}, {"connection_string": "fake_people.db"}
     tasks = [

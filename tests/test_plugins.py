@@ -9,10 +9,10 @@ import types
 import pytest
 from click.testing import CliRunner
 
-from sqladapter.runtime import default
 from sqladapter import Dialect, Runtime, UnknownDialectError, hookimpl, plugins, run_query
 from sqladapter.cli import cli
 from sqladapter.default_plugins.sqlite import SQLite
+from sqladapter.runtime import default
 
 
 class Notes(SQLite):

@@ -19,10 +19,10 @@ import uuid
 
 import orjson
 import pytest
-from conftest import REQUIRE_SERVERS, server_unavailable
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from security_databases import exclusive_use, make_outside, make_target, plugin_installed, remove_tree
+from servers import REQUIRE_SERVERS, server_unavailable
 
 from sqladapter import Runtime, SqlAdapterError, run_query
 from sqladapter.jsontypes import MAX_SAFE_INTEGER, checked_converter, converter_for, to_json

@@ -13,9 +13,9 @@ import sqlite3
 import string
 
 import pytest
-from conftest import postgresql_admin
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from servers import postgresql_admin
 
 from sqladapter import NotReadOnlyError, SqlAdapterError, run_query
 from sqladapter.runtime import close_default, default

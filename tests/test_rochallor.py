@@ -14,8 +14,8 @@ import pytest
 from rochallor_server import RochallorServer
 from worker_process import WorkerProcess
 
-from sqladapter.runtime import default
 from sqladapter.errors import UnknownDialectError
+from sqladapter.runtime import default
 
 pytest.importorskip("workflow_sdk", reason="the rochallor extra is not installed: pip install -e '.[rochallor]'")
 

@@ -19,8 +19,8 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+import servers
 from conductor_server import ConductorServer
-from conftest import server_unavailable
 from security_databases import (
     DATABASE,
     exclusive_use,
@@ -30,6 +30,7 @@ from security_databases import (
     postgres_create_database,
     report,
 )
+from servers import server_unavailable
 from sqlalchemy.engine import make_url
 from worker_process import WorkerProcess
 
@@ -37,7 +38,8 @@ from sqladapter import run_query
 from sqladapter.errors import SqlAdapterError
 
 USER = "sqla_security_user"
-PORTS = {"mysql": 3306, "postgresql": 5432}
+PORTS = {"mysql": servers.MYSQL_PORT, "postgresql": servers.POSTGRESQL_PORT}
+ADDRESSES = {"mysql": servers.MYSQL_ADDRESS, "postgresql": servers.POSTGRESQL_ADDRESS}
 
 
 def _password() -> str:
@@ -46,7 +48,7 @@ def _password() -> str:
 
 def _url(dialect: str, password: str, *, port: int | None = None, database: str = DATABASE, query: str = "") -> str:
     quoted = urllib.parse.quote(password, safe="")
-    return f"{dialect}://{USER}:{quoted}@127.0.0.1:{port or PORTS[dialect]}/{database}{query}"
+    return f"{dialect}://{USER}:{quoted}@{ADDRESSES[dialect]}:{port or PORTS[dialect]}/{database}{query}"
 
 
 def _make_mysql_user(password: str) -> None:
@@ -228,7 +230,7 @@ def test_a_configured_password_that_cannot_be_read_unambiguously_is_refused_and_
     caplog.set_level("DEBUG")
     first, second = "Xq9" + secrets.token_hex(4), "tail" + secrets.token_hex(4)
     password = shape.format(a=first, b=second)
-    url = f"{dialect}://{USER}:{password}@127.0.0.1:{PORTS[dialect]}/{DATABASE}"
+    url = f"{dialect}://{USER}:{password}@{ADDRESSES[dialect]}:{PORTS[dialect]}/{DATABASE}"
     monkeypatch.setenv("SQLADAPTER_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("SQLADAPTER_CONNECTION_AMBIGUOUS", url)
     with pytest.raises(SqlAdapterError, match="percent-encoded") as caught:
@@ -249,7 +251,7 @@ def test_pieces_of_a_configured_password_are_redacted_from_driver_errors(tmp_pat
     from sqladapter.settings import Settings
 
     password = "Zq7-" + secrets.token_hex(4) + ":tail" + secrets.token_hex(4)
-    url = f"postgresql://{USER}:{password}@127.0.0.1:{PORTS['postgresql']}/{DATABASE}"
+    url = f"postgresql://{USER}:{password}@{servers.POSTGRESQL_HOST}/{DATABASE}"
     monkeypatch.setenv("SQLADAPTER_CONNECTION_PIECES", url)
     with Runtime(Settings.from_env({"SQLADAPTER_DATA_DIR": str(tmp_path)})) as runtime:
         target = runtime.resolve(connection="pieces")
@@ -266,7 +268,7 @@ def test_the_worker_refuses_to_start_with_an_ambiguous_named_connection(tmp_path
     env = {
         **os.environ,
         "SQLADAPTER_DATA_DIR": str(tmp_path),
-        "SQLADAPTER_CONNECTION_BROKEN": f"postgresql://{USER}:{password}@127.0.0.1:5432/{DATABASE}",
+        "SQLADAPTER_CONNECTION_BROKEN": f"postgresql://{USER}:{password}@{servers.POSTGRESQL_HOST}/{DATABASE}",
         "CONDUCTOR_SERVER_URL": "http://127.0.0.1:9/api",
     }
     result = subprocess.run([sys.executable, "-m", "sqladapter", "worker"], env=env, capture_output=True, text=True, timeout=60)

@@ -17,14 +17,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from servers import MYSQL_HOST, POSTGRESQL_HOST, mysql_admin, postgresql_admin, server_unavailable
 
-from sqladapter.runtime import close_default, default
 from sqladapter import UnknownDialectError, run_query
 from sqladapter.cli import cli
 from sqladapter.errors import ConnectionConfigError, InputError
+from sqladapter.runtime import close_default, default
 from sqladapter.seed import generate_orders, generate_people, seed, tutorial_people
-
-from conftest import MYSQL_HOST, POSTGRESQL_HOST, mysql_admin, postgresql_admin, server_unavailable
 
 SEED_TABLES = ("orders", "people", "orders__loading", "people__loading", "orders__replaced", "people__replaced")
 TUTORIAL = [

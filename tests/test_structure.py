@@ -166,3 +166,14 @@ def test_the_import_graph_has_no_cycle():
         if module not in state:
             visit(module)
     assert len(graph) > 20  # the walk saw the whole package
+
+
+def test_test_modules_share_helpers_through_modules_not_conftest():
+    """conftest.py holds fixtures; what test modules import lives in modules of its own
+    (servers.py for the database servers), so pytest's conftest loading never decides it."""
+    tests = Path(__file__).parent
+    importing = [
+        path.name for path in sorted(tests.rglob("*.py"))
+        if re.search(r"^\s*(from conftest import|import conftest)", path.read_text(), re.M)
+    ]
+    assert not importing, f"import from conftest in: {', '.join(importing)}"

@@ -16,8 +16,8 @@ import pytest
 from conductor_server import ConductorServer
 from worker_process import WorkerProcess
 
-from sqladapter.runtime import default
 from sqladapter.errors import UnknownDialectError
+from sqladapter.runtime import default
 
 ROOT = Path(__file__).resolve().parent.parent
 TUTORIAL = ROOT / "workflows" / "tutorial"

@@ -7,20 +7,21 @@ import json
 from pathlib import Path
 
 import pytest
+import servers
 from click.testing import CliRunner
 from conductor_server import ConductorServer
 
-from sqladapter.runtime import default
 from sqladapter.cli import cli
 from sqladapter.errors import InputError, UnknownDialectError
-from sqladapter.local_run import check_workflow, load_workflow, run_workflow, workflow_files
+from sqladapter.engines.conductor_local import check_workflow, load_workflow, run_workflow, workflow_files
+from sqladapter.runtime import default
 from sqladapter.seed import seed
 
 ROOT = Path(__file__).resolve().parent.parent
 TUTORIAL = ROOT / "workflows" / "tutorial"
 SERVER_URLS = {
-    "mysql": "mysql://root@127.0.0.1:3306/sqla_worker",
-    "postgresql": "postgresql://postgres@127.0.0.1:5432/sqla_worker",
+    "mysql": servers.mysql_url("sqla_worker"),
+    "postgresql": servers.postgresql_url("sqla_worker"),
 }
 JOHN_DOE = [{"name": "John", "surname": "Doe", "birth_date": "1990-01-01", "zip_code": "12345"}]
 
@@ -76,24 +77,27 @@ def _require_dialect(name: str) -> None:
 
 
 def _create_server_database(dialect: str) -> None:
-    from conftest import server_unavailable
+    from servers import server_unavailable
 
     if dialect == "mysql":
         import pymysql
 
         try:
-            conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", connect_timeout=5)
+            conn = pymysql.connect(host=servers.MYSQL_ADDRESS, port=servers.MYSQL_PORT, user="root", password="", connect_timeout=5)
         except pymysql.err.OperationalError as exc:
-            server_unavailable(f"MariaDB on 127.0.0.1:3306 does not answer: {exc}")
+            server_unavailable(f"MariaDB on {servers.MYSQL_HOST} does not answer: {exc}")
         with conn, conn.cursor() as cursor:
             cursor.execute("CREATE DATABASE IF NOT EXISTS sqla_worker")
     else:
         import psycopg
 
         try:
-            admin = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True, connect_timeout=5)
+            admin = psycopg.connect(
+                host=servers.POSTGRESQL_ADDRESS, port=servers.POSTGRESQL_PORT, user="postgres", dbname="postgres",
+                autocommit=True, connect_timeout=5,
+            )
         except psycopg.OperationalError as exc:
-            server_unavailable(f"PostgreSQL on 127.0.0.1:5432 does not answer: {exc}")
+            server_unavailable(f"PostgreSQL on {servers.POSTGRESQL_HOST} does not answer: {exc}")
         with admin:
             if admin.execute("SELECT 1 FROM pg_database WHERE datname = 'sqla_worker'").fetchone() is None:
                 admin.execute("CREATE DATABASE sqla_worker")

@@ -5,8 +5,9 @@ process runs on its own default Runtime), and the output or
 `SqlAdapterError` back into the engine's result, mapping `retryable` to the engine's retry
 status. The query path never imports an engine.
 
-    conductor  Conductor OSS, Orkes Conductor, Oracle MicroTx Workflows (conductor-python)
-    rochallor  the Rochallor workflow engine (rochallor-sdk, the `rochallor` extra)
+    conductor        Conductor OSS, Orkes Conductor, Oracle MicroTx Workflows (conductor-python)
+    conductor_local  a Conductor workflow file run locally, without a server (`sqladapter run`)
+    rochallor        the Rochallor workflow engine (rochallor-sdk, the `rochallor` extra)
 """
 
 #: The task type every engine serves; `--task-name` adds aliases.

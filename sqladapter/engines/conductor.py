@@ -8,9 +8,8 @@ task when they are strings.
 Stopping: the SDK's `stop_processes` kills worker processes mid-task. `serve` instead sends
 each worker process SIGTERM, on which the process stops polling, ends the update-v2 chain
 after the task in hand, reports every task it holds, and exits; only a process still busy
-after the grace period is killed. That stop sets three attributes of the SDK's TaskRunner
-(`_use_update_v2`, `_running_tasks`, `_shutdown`), which is one reason pyproject pins
-conductor-python to 2.0.x; tests/test_worker.py fails if they change meaning.
+after the grace period is killed. What that needs of the SDK beyond its public API is in
+`conductor_sdk.py`, one function per internal; tests/test_worker.py fails if they change meaning.
 
 Operating: the workers extend their tasks' leases through the SDK (a query may run past the
 task definition's responseTimeoutSeconds without being handed to another worker), and
@@ -44,7 +43,7 @@ from ..errors import SqlAdapterError, redact
 from ..query import INPUT_FIELDS
 from ..runtime import Runtime, default
 from ..settings import Settings
-from . import TASK_NAME
+from . import TASK_NAME, conductor_sdk
 
 log = logging.getLogger("sqladapter.worker")
 
@@ -222,33 +221,12 @@ def task_definition(name: str = TASK_NAME, owner_email: str = DEFAULT_OWNER_EMAI
 
 
 
-def _find_runner(frame: Any) -> TaskRunner | None:
-    # The SDK gives a worker no handle on the TaskRunner that drives it; the runner is
-    # always up the main thread's stack (TaskRunner.run), which is where signals land.
-    while frame is not None:
-        candidate = frame.f_locals.get("self")
-        if isinstance(candidate, TaskRunner):
-            return candidate
-        frame = frame.f_back
-    return None
-
-
 def _on_sigterm(signum: int, frame: Any) -> None:
     _process.stopping.set()
-    _process.runner = _process.runner or _find_runner(frame)
+    _process.runner = _process.runner or conductor_sdk.find_runner(frame)
     if _process.runner is not None:
-        # update-v2 answers with the next task and the SDK runs it at once; the v1 update
-        # answers nothing, so each in-flight chain ends with the task it holds.
-        _process.runner._use_update_v2 = False
-
-
-def _unpickled_by_spawn() -> bool:
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code.co_name == "spawn_main" and frame.f_globals.get("__name__") == "multiprocessing.spawn":
-            return True
-        frame = frame.f_back  # type: ignore[assignment]
-    return False
+        # Each in-flight chain of task updates ends with the task it holds.
+        conductor_sdk.end_update_chains(_process.runner)
 
 
 def _setup_process(worker: "QueryWorker") -> None:
@@ -278,7 +256,7 @@ class QueryWorker(Worker):
         super().__setstate__(state)
         # Unpickling by multiprocessing's spawn bootstrap runs in the worker process's main
         # thread before its TaskRunner starts: the one place to install that process's handler.
-        if threading.current_thread() is threading.main_thread() and _unpickled_by_spawn():
+        if threading.current_thread() is threading.main_thread() and conductor_sdk.unpickled_by_spawn():
             signal.signal(signal.SIGTERM, _on_sigterm)
             _setup_process(self)
 
@@ -301,12 +279,12 @@ class QueryWorker(Worker):
     def _finish_when_drained() -> None:
         # Called by the runner's main loop right before it would poll, so no task can be
         # handed to the pool between this check and the loop's exit.
-        _process.runner = _process.runner or _find_runner(sys._getframe(1))
+        _process.runner = _process.runner or conductor_sdk.find_runner(sys._getframe(1))
         if _process.runner is None:
             return
-        _process.runner._use_update_v2 = False
-        if all(future.done() for future in list(_process.runner._running_tasks)):
-            _process.runner._shutdown = True
+        conductor_sdk.end_update_chains(_process.runner)
+        if not conductor_sdk.tasks_running(_process.runner):
+            _process.runner.stop()  # the SDK's own graceful stop: the loop ends after this pass
 
 
 def make_worker(
@@ -451,8 +429,8 @@ def serve(
 
 def _drain(handler: TaskHandler, grace_seconds: float) -> None:
     # The SDK's monitor restarts worker processes that exit; these are meant to.
-    handler._monitor_stop_event.set()
-    processes = [p for p in handler.task_runner_processes if p is not None and p.is_alive()]
+    conductor_sdk.stop_restarting(handler)
+    processes = conductor_sdk.worker_processes(handler)
     for process in processes:
         process.terminate()  # SIGTERM: the worker process stops polling and finishes its tasks
     deadline = time.monotonic() + grace_seconds

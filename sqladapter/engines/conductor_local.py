@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from .errors import InputError, SqlAdapterError
+from ..errors import InputError, SqlAdapterError
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from ..runtime import Runtime
 
 # Installed wheels carry the workflows inside the package; a source checkout keeps them at the top.
-_HERE = Path(__file__).resolve().parent
+_HERE = Path(__file__).resolve().parent.parent  # the sqladapter package
 WORKFLOWS_DIR = _HERE / "workflows" if (_HERE / "workflows").is_dir() else _HERE.parent / "workflows"
 
 _EXPRESSION = re.compile(r"\$\{([^{}]*)\}")
@@ -168,7 +168,7 @@ def run_workflow(
 ) -> WorkflowRun:
     """Run a workflow definition (a file or a dict) locally; the query tasks run for real, on
     `runtime` (the default one if none)."""
-    from .engines import TASK_NAME
+    from . import TASK_NAME
 
     definition = load_workflow(workflow) if isinstance(workflow, (str, Path)) else dict(workflow)
     if not isinstance(workflow, (str, Path)):
@@ -212,8 +212,8 @@ def _execute(runtime: Runtime | None, task_type: str, ref: str, workflow_id: str
     # a server would record.
     from conductor.client.http.models.task import Task
 
-    from .engines.conductor import run_task
-    from .runtime import default
+    from ..runtime import default
+    from .conductor import run_task
 
     task = Task(
         task_id=f"{ref}-{uuid.uuid4().hex[:8]}",
