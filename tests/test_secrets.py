@@ -187,34 +187,6 @@ def test_no_password_or_url_in_any_output_reason_or_log_line(dialect, tmp_path: 
 
 
 @pytest.mark.servers
-def test_run_query_errors_and_log_records_carry_no_password(caplog, monkeypatch):
-    """In-process callers (the CLI, local runs) see the same redacted errors and logs."""
-    password = _password()
-    try:
-        _make_mysql_user(password)
-    except Exception as exc:
-        server_unavailable(f"mysql server unavailable: {exc}")
-    caplog.set_level("DEBUG")
-    urls = {"GOOD": _url("mysql", password), "DOWN": _url("mysql", password, port=9)}
-    for name, url in urls.items():
-        monkeypatch.setenv(f"SQLADAPTER_CONNECTION_SECRET_{name}", url)
-    messages = []
-    for connection, query in [
-        ("secret_good", "SELEC 1"),
-        ("secret_good", "SELECT * FROM no_such_table"),
-        ("secret_down", "SELECT 1"),
-    ]:
-        with pytest.raises(SqlAdapterError) as caught:
-            run_query(connection=connection, query=query)
-        messages.append(caught.value.message)
-        messages.append(str(caught.value))
-        messages.append(json.dumps(caught.value.to_dict()))
-    texts = messages + [record.getMessage() for record in caplog.records] + [caplog.text]
-    needles = _needles("mysql", password, password, list(urls.values()))
-    assert not [n for n in needles for t in texts if n in t]
-
-
-@pytest.mark.servers
 @pytest.mark.parametrize("dialect", ["mysql", "postgresql"])
 def test_the_cli_prints_no_password_or_url(dialect, tmp_path: Path):
     """`sqladapter query @name ...`: output and error text on the terminal, for success and failures."""

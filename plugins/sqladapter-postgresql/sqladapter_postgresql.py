@@ -385,8 +385,13 @@ class PostgreSQL(Dialect):
         marked = _replace(sql, spans, marks)
         tree = _parse(marked)
         guard.check(self, tree, allowed)
-        canonical = RawStream()(tree)
-        if _parse(canonical) != tree:
+        try:
+            # pglast's printer and its tree comparison recurse once per level, as its parser does.
+            canonical = RawStream()(tree)
+            same = _parse(canonical) == tree
+        except RecursionError:
+            raise InputError("the query is nested too deeply to parse: flatten the expression") from None
+        if not same:
             raise QueryError(
                 "the query cannot be written out unambiguously for the database; simplify it "
                 "(this is a guard against parser differences, not a syntax error)"
