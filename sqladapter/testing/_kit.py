@@ -92,6 +92,10 @@ class _Counting:
     def cursor(self, *args: Any, **kwargs: Any) -> _Counting:
         return _Counting(self._target.cursor(*args, **kwargs), self._counter)
 
+    def duplicate(self) -> _Counting:
+        # A session of its own on the same database (DuckDB): its rows count too.
+        return _Counting(self._target.duplicate(), self._counter)
+
     def fetchone(self) -> Any:
         row = self._target.fetchone()
         self._counter.rows += row is not None
