@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from sqladapter import Runtime, Settings
 from sqladapter.testing import Database, DialectSuite, json_document, server_unavailable
 
 pymysql = pytest.importorskip("pymysql")
@@ -142,9 +143,10 @@ class TestMySQLConformance(DialectSuite):
             f"IS_USED_LOCK('{LOCK_NAME}') IS NULL AS lock_free, {limit} AS st, {read_only} AS ro, "
             "@@session.character_set_client AS cs, 'a\\'b' AS s",
             state=state,
-            # What a bypass of the guard could leave behind that the next query resets. (Named
-            # locks and user variables it does not: SECURITY.md, known limits.)
+            # What a bypass of the guard could leave behind that the next query resets (the
+            # connection is reset with COM_RESET_CONNECTION before every task).
             state_changes=[
+                f"SELECT GET_LOCK('{LOCK_NAME}', 0)",
                 "SET SESSION sql_mode = 'ANSI_QUOTES,NO_BACKSLASH_ESCAPES'",
                 f"SET SESSION {limit.removeprefix('@@session.')} = 0",
                 f"SET SESSION {read_only.removeprefix('@@session.')} = 0",
@@ -221,3 +223,31 @@ class TestMySQLConformance(DialectSuite):
         with kit.session() as s:
             out = s.run("SELECT n FROM numbers ORDER BY n LIMIT ?, ?", parameters=[1, 2])
         assert out["rows"] == [{"n": 2}, {"n": 3}]
+
+
+    def test_user_variables_and_named_locks_are_gone_before_the_next_task(self, kit, tmp_path):
+        """What only a bypass of the guard could set, read back with the raw driver on the very
+        connection the next task runs on, and the lock looked up from another session."""
+        url = kit.database.connection_string
+        with Runtime(Settings(data_dir=tmp_path)) as runtime:  # tasks on this thread: it keeps one connection
+            runtime.run(connection_string=url, query="SELECT 1 AS one")
+            source = runtime.resolve(url)
+            connection, kept = runtime.pools.checkout(source)
+            assert kept, "the thread keeps its connection between tasks: the next task reuses this one"
+            with connection.dbapi_connection.cursor() as cursor:
+                cursor.execute("SET @kit_v = 42")
+                cursor.execute(f"SELECT GET_LOCK('{LOCK_NAME}', 0)")
+            runtime.pools.checkin(source, connection, kept)
+            with admin() as other, other.cursor() as cursor:
+                cursor.execute(f"SELECT IS_USED_LOCK('{LOCK_NAME}') IS NOT NULL")
+                assert cursor.fetchone() == (1,)
+            runtime.run(connection_string=url, query="SELECT 1 AS one")  # the next task
+            with admin() as other, other.cursor() as cursor:
+                cursor.execute(f"SELECT IS_USED_LOCK('{LOCK_NAME}')")
+                assert cursor.fetchone() == (None,), "the named lock outlived the task that took it"
+            again, kept = runtime.pools.checkout(source)
+            assert again is connection
+            with again.dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT @kit_v, @@session.autocommit")
+                assert cursor.fetchone() == (None, 1), "a user variable reached the next task"
+            runtime.pools.checkin(source, again, kept)
