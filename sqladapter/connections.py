@@ -114,7 +114,7 @@ def _refuse_inline_options(dialect: Dialect, url: URL) -> None:
         )
 
 
-def _place(raw: str, data_dir: Path, *, confine: bool) -> Path:
+def _confined_path(raw: str, data_dir: Path, *, confine: bool) -> Path:
     if "\x00" in raw:
         raise ConnectionConfigError("the database path holds a NUL character; give a plain file name")
     path = Path(raw)
@@ -262,13 +262,13 @@ class Pools:
             if dialect.extensions:
                 database = url.database or ""
                 if database not in _MEMORY:
-                    database = str(_place(database, settings.data_dir, confine=inline))
+                    database = str(_confined_path(database, settings.data_dir, confine=inline))
                 url = URL.create(dialect.drivername, database=database, query=url.query)
             else:
                 url = url.set(drivername=dialect.drivername)
         else:
             dialect = self.registry.for_extension(text)
-            url = dialect.url_for_path(str(_place(text, settings.data_dir, confine=inline)))
+            url = dialect.url_for_path(str(_confined_path(text, settings.data_dir, confine=inline)))
         secrets = ((str(url.password),) if url.password else ()) + _credential_fragments(text)
         inline_server = inline and not dialect.extensions
         return Source(dialect, url, self._engine(dialect, url, read_only, inline_server), secrets)

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from sqladapter.cli import cli
-from sqladapter.engines.conductor_local import NotSupportedLocallyError, resolve, run_workflow
+from sqladapter.engines.conductor_local import NotSupportedLocallyError, run_workflow, substitute
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / "workflows"
@@ -141,9 +141,9 @@ def test_input_template_gives_defaults_the_input_overrides(people_db):
 
 def test_resolve_keeps_json_types_and_interpolates_inside_text():
     context = {"workflow": {"input": {"n": 3, "tags": ["a"]}}, "t_ref": {"output": {"rows": [{"name": "Jo"}]}}}
-    assert resolve({"n": "${workflow.input.n}", "tags": "${workflow.input.tags}"}, context) == {"n": 3, "tags": ["a"]}
-    assert resolve("hi ${t_ref.output.rows[0].name} x${workflow.input.n}", context) == "hi Jo x3"
-    assert resolve(["${t_ref.output.rows[5].name}", "${workflow.input.missing}"], context) == [None, None]
+    assert substitute({"n": "${workflow.input.n}", "tags": "${workflow.input.tags}"}, context) == {"n": 3, "tags": ["a"]}
+    assert substitute("hi ${t_ref.output.rows[0].name} x${workflow.input.n}", context) == "hi Jo x3"
+    assert substitute(["${t_ref.output.rows[5].name}", "${workflow.input.missing}"], context) == [None, None]
 
 
 def test_input_must_be_a_json_object(people_db):

@@ -188,7 +188,7 @@ def run_workflow(
     status, reason, error = "COMPLETED", None, None
     for task in definition["tasks"]:
         ref = task["taskReferenceName"]
-        input_data = resolve(task.get("inputParameters") or {}, context)
+        input_data = substitute(task.get("inputParameters") or {}, context)
         result = _execute(runtime, task["name"], ref, workflow_id, input_data)
         output = result.output_data or {}
         runs.append(TaskRun(ref, task["name"], result.status, input_data, output, result.reason_for_incompletion))
@@ -201,7 +201,7 @@ def run_workflow(
             break
     if status == "COMPLETED":
         output_parameters = definition.get("outputParameters")
-        output = resolve(output_parameters, context) if output_parameters else (runs[-1].output_data if runs else {})
+        output = substitute(output_parameters, context) if output_parameters else (runs[-1].output_data if runs else {})
     else:
         output = {}
     return WorkflowRun(workflow_id, definition["name"], definition.get("version"), status, output, runs, reason, error)
@@ -283,12 +283,12 @@ def _unsupported_expression(expression: str, earlier: set[str], where: str) -> s
     return f"{where}: ${{{expression}}} refers to {head!r}, which is not an earlier task of this workflow"
 
 
-def resolve(value: Any, context: Mapping[str, Any]) -> Any:
+def substitute(value: Any, context: Mapping[str, Any]) -> Any:
     """Replace `${...}` expressions in a task's inputParameters (or outputParameters) from `context`."""
     if isinstance(value, dict):
-        return {key: resolve(item, context) for key, item in value.items()}
+        return {key: substitute(item, context) for key, item in value.items()}
     if isinstance(value, list):
-        return [resolve(item, context) for item in value]
+        return [substitute(item, context) for item in value]
     if not isinstance(value, str) or "${" not in value:
         return value
     whole = _EXPRESSION.fullmatch(value)
