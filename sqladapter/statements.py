@@ -43,6 +43,8 @@ class Statement:
     limitable: str | None = None
     #: For positional parameters: which parameter each placeholder takes, in text order.
     order: tuple[int, ...] | None = None
+    #: A write statement with a RETURNING clause.
+    returning: bool = False
 
     def limited(self, rows: int) -> str:
         """The text asking the database for at most `rows` rows where that can be said in SQL."""
@@ -101,13 +103,18 @@ def _check_values(items: Any) -> None:
             )
 
 
-def check_statement(sql: str, dialect: Dialect, allowed: frozenset[str]) -> Statement:
-    """Check `sql` against the `allowed` functions; write it canonically in the driver's style."""
-    checked = dialect.compile(sql, allowed)
+def check_statement(sql: str, dialect: Dialect, allowed: frozenset[str], *, write: bool = False) -> Statement:
+    """Check `sql` against the `allowed` functions; write it canonically in the driver's style.
+
+    With `write`, `sql` is an `execute_sql` statement, checked by `Dialect.compile_write`.
+    """
+    checked = dialect.compile_write(sql, allowed) if write else dialect.compile(sql, allowed)
     spans = list(checked.spans)
     if checked.style is None:
         paramstyle = dialect.paramstyles[0]
-        return Statement(checked.sql, None, (), 0, paramstyle, checked.sql if checked.limitable else None)
+        return Statement(
+            checked.sql, None, (), 0, paramstyle, checked.sql if checked.limitable else None, returning=checked.returning
+        )
     targets = _NAMED_TARGETS if checked.style == "named" else _POSITIONAL_TARGETS
     paramstyle = next((s for s in dialect.paramstyles if s in targets), None)  # type: ignore[assignment]
     if paramstyle is None:
@@ -120,7 +127,9 @@ def check_statement(sql: str, dialect: Dialect, allowed: frozenset[str]) -> Stat
         spans = [(start, end, "") for start, end, _ in spans]
     text = _rewrite(checked.sql, spans, paramstyle)
     names = tuple(name for _, _, name in spans) if checked.style == "named" else ()
-    return Statement(text, checked.style, names, len(spans), paramstyle, text if checked.limitable else None, order)
+    return Statement(
+        text, checked.style, names, len(spans), paramstyle, text if checked.limitable else None, order, checked.returning
+    )
 
 
 class StatementCache:
@@ -134,25 +143,29 @@ class StatementCache:
 
     def __init__(self, max_entries: int = 512, max_text: int = 16_384, max_bytes: int = 2_000_000) -> None:
         self.max_entries, self.max_text, self.max_bytes = max_entries, max_text, max_bytes
-        self._entries: OrderedDict[tuple[str, Dialect, frozenset[str]], Statement] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, Dialect, frozenset[str], bool], Statement] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, sql: str, dialect: Dialect, allowed: frozenset[str]) -> Statement:
-        """`sql` checked against the `allowed` functions, written canonically in the driver's style."""
+    def get(self, sql: str, dialect: Dialect, allowed: frozenset[str], *, write: bool = False) -> Statement:
+        """`sql` checked against the `allowed` functions, written canonically in the driver's style.
+
+        A query and a write statement of the same text are different entries: each was checked
+        by its own path.
+        """
         if len(sql) > self.max_text:
-            return check_statement(sql, dialect, allowed)
-        key = (sql, dialect, allowed)
+            return check_statement(sql, dialect, allowed, write=write)
+        key = (sql, dialect, allowed, write)
         statement = self._entries.get(key)
         if statement is not None:
             return statement
-        statement = check_statement(sql, dialect, allowed)  # outside the lock: other threads go on
+        statement = check_statement(sql, dialect, allowed, write=write)  # outside the lock: other threads go on
         with self._lock:
             if key not in self._entries:
                 self._entries[key] = statement
                 self._bytes += len(sql)
                 while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
-                    (old, _, _), _ = self._entries.popitem(last=False)
+                    (old, _, _, _), _ = self._entries.popitem(last=False)
                     self._bytes -= len(old)
         return statement
 

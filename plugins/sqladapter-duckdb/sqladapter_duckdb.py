@@ -21,6 +21,7 @@ import duckdb
 from sqladapter import (
     BulkLoader,
     ConnectionConfigError,
+    ConstraintViolationError,
     DatabaseUnavailableError,
     Dialect,
     LockTimeoutError,
@@ -31,7 +32,7 @@ from sqladapter import (
     hookimpl,
     jsontypes,
 )
-from sqladapter.error_rules import READ_ONLY, TIME_LIMIT, ErrorRule
+from sqladapter.error_rules import CONSTRAINT, READ_ONLY, TIME_LIMIT, ErrorRule
 
 # The allowlist comes from DuckDB's catalog (duckdb_functions()): built-in scalar, aggregate
 # and window functions whose stability is not VOLATILE, and built-in macros, minus
@@ -276,12 +277,15 @@ class DuckDB(Dialect):
     extensions = (".duckdb", ".ddb")
     grammar = "duckdb"
     paramstyles = ("qmark",)
+    # A file open read-only in this process cannot be opened read-write beside it.
+    one_mode_per_file = True
     driver_errors = (duckdb.Error,)
     error_rules = (
         ErrorRule(QueryTimeoutError, TIME_LIMIT, types=(duckdb.InterruptException,)),
         ErrorRule(PermissionDeniedError, _READ_ONLY, types=(duckdb.PermissionException,)),
         ErrorRule(PermissionDeniedError, _READ_ONLY, phrases=("read-only mode", "configuration has been locked")),
         ErrorRule(LockTimeoutError, types=(duckdb.TransactionException,), phrases=("conflict",)),
+        ErrorRule(ConstraintViolationError, CONSTRAINT, types=(duckdb.ConstraintException,)),
         ErrorRule(DatabaseUnavailableError, types=(duckdb.IOException, duckdb.ConnectionException, duckdb.FatalException)),
         ErrorRule(QueryError, "select fewer rows or columns, or aggregate in the query", types=(duckdb.OutOfMemoryException,)),
         ErrorRule(QueryError),
@@ -347,6 +351,11 @@ class DuckDB(Dialect):
         finally:
             cursor.close()
         return frozenset((names - EXCLUDED_FUNCTIONS) | (REVIEWED_FUNCTIONS & every) | (TABLE_FUNCTIONS & table_functions))
+
+    def begin_write(self, connection, limits):
+        # DuckDB's connections autocommit each statement: a write's statements and its ledger
+        # record need a transaction of their own.
+        connection.dbapi_connection.execute("BEGIN TRANSACTION")
 
     def thread_may_keep(self, connection):
         # Statements autocommit and the database is read-only: nothing is left to undo.

@@ -212,8 +212,8 @@ def _execute(runtime: Runtime | None, task_type: str, ref: str, workflow_id: str
     # a server would record.
     from conductor.client.http.models.task import Task
 
-    from .conductor import run_task
     from ..runtime import default
+    from .conductor import run_task
 
     task = Task(
         task_id=f"{ref}-{uuid.uuid4().hex[:8]}",
