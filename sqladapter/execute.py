@@ -253,13 +253,7 @@ def _bind(statement: Statement, entry: _Entry) -> Any:
         )
     if statement.style is None:
         raise InputError("parameter_sets is for a statement with placeholders (:name or ?); this one has none")
-    bound = []
-    for i, parameters in enumerate(entry.parameter_sets):
-        try:
-            bound.append(statement.bind(parameters))
-        except InputError as exc:
-            raise InputError(f"parameter_sets[{i}]: {exc.message}") from None
-    return bound
+    return statement.bind_many(entry.parameter_sets)
 
 
 def _transaction(
