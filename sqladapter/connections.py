@@ -26,7 +26,7 @@ from sqlalchemy.exc import ArgumentError
 
 from .deadlines import GRACE_SECONDS
 from .dialect import ABANDONED
-from .errors import ConnectionConfigError, redact
+from .errors import ConnectionConfigError, NotWritableError, redact
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -236,6 +236,30 @@ class Pools:
         if self.settings.connections_file is not None:
             return name in self._connections_file(str(self.settings.connections_file))[1]
         return False
+
+    def writable_source(self, connection: Any, connection_string: Any = None) -> Source:
+        """The read-write engine of a named connection the operator marked writable; else NotWritableError.
+
+        Never an inline connection string or a file path: whoever starts a workflow chooses
+        those, and only the operator decides where writes go.
+        """
+        if connection_string is not None or connection is None:
+            raise NotWritableError(
+                "execute_sql writes only through a named connection the operator marked writable, never an inline "
+                "connection_string or file path: configure SQLADAPTER_CONNECTION_<NAME> with "
+                "SQLADAPTER_CONNECTION_<NAME>_WRITABLE=1 (or writable = true in the connections file) and pass "
+                "connection: \"<name>\""
+            )
+        self.named_connection(connection)  # a missing name says how to configure one
+        if not self.writable(connection):
+            where = f"set {_variable(connection) + _WRITABLE_SUFFIX}=1 on the worker"
+            if self.settings.connections_file is not None:
+                where += (
+                    f", or write it as [connections.{connection}] with url and writable = true in "
+                    f"{self.settings.connections_file}"
+                )
+            raise NotWritableError(f"connection {connection!r} is not marked writable, so execute_sql may not write to it: {where}")
+        return self.resolve(None, connection, read_only=False)
 
     def check_named_connections(self) -> list[str]:
         """Every named connection the worker has, each checked; the names. Run at worker start."""

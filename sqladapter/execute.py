@@ -27,7 +27,6 @@ from . import ledger
 from .dialect import Limits
 from .errors import (
     InputError,
-    NotWritableError,
     RowCountError,
     SqlAdapterError,
     redact,
@@ -141,26 +140,6 @@ def _entry(text: Any, parameters: Any, sets: Any, expected: tuple[int, int] | No
     return _Entry(text, parameters, _parameter_sets(sets, "parameter_sets", cap), expected)
 
 
-def writable_source(runtime: Runtime, connection: Any, connection_string: Any = None) -> Source:
-    """The read-write engine of a named connection the operator marked writable; else NotWritableError."""
-    if connection_string is not None or connection is None:
-        raise NotWritableError(
-            "execute_sql writes only through a named connection the operator marked writable, never an inline "
-            "connection_string or file path: configure SQLADAPTER_CONNECTION_<NAME> with "
-            "SQLADAPTER_CONNECTION_<NAME>_WRITABLE=1 (or writable = true in the connections file) and pass "
-            "connection: \"<name>\""
-        )
-    pools = runtime.pools
-    pools.named_connection(connection)  # a missing name says how to configure one
-    if not pools.writable(connection):
-        variable = "SQLADAPTER_CONNECTION_" + connection.upper().replace("-", "_") + "_WRITABLE"
-        where = f"set {variable}=1 on the worker"
-        if runtime.settings.connections_file is not None:
-            where += f", or write it as [connections.{connection}] with url and writable = true in {runtime.settings.connections_file}"
-        raise NotWritableError(f"connection {connection!r} is not marked writable, so execute_sql may not write to it: {where}")
-    return pools.resolve(None, connection, read_only=False)
-
-
 def run(runtime: Runtime, task_input: Mapping[str, Any], *, default_key: str | None = None) -> dict[str, Any]:
     """Run one write task described by `task_input` on `runtime`; return the JSON-ready output.
 
@@ -187,7 +166,7 @@ def run(runtime: Runtime, task_input: Mapping[str, Any], *, default_key: str | N
     key_given = task_input.get("idempotency_key")
     key = ledger.normalize_key(key_given) if key_given is not None else (ledger.normalize_key(default_key) if default_key else None)
     name = task_input.get("connection")
-    source = writable_source(runtime, name, task_input.get("connection_string"))
+    source = runtime.pools.writable_source(name, task_input.get("connection_string"))
     pools = runtime.pools
     if not source.dialect.one_mode_per_file:
         output = _checked_and_run(runtime, source, str(name), entries, expected, listed, key, timeout_ms, max_rows, shape)

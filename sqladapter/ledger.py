@@ -103,15 +103,9 @@ def missing(name: str) -> ConnectionConfigError:
     )
 
 
-def _writable_source(runtime: Runtime, name: str) -> Source:
-    from .execute import writable_source
-
-    return writable_source(runtime, name)
-
-
 def init(runtime: Runtime, name: str) -> bool:
     """Create the ledger table on a writable named connection; False when it was there already."""
-    source = _writable_source(runtime, name)
+    source = runtime.pools.writable_source(name)
     try:
         if exists(source):
             return False
@@ -124,7 +118,7 @@ def init(runtime: Runtime, name: str) -> bool:
 
 def prune(runtime: Runtime, name: str, older_than_seconds: int | None = None) -> int:
     """Delete the records older than `older_than_seconds` (default SQLADAPTER_LEDGER_TTL_SECONDS); how many."""
-    source = _writable_source(runtime, name)
+    source = runtime.pools.writable_source(name)
     seconds = runtime.settings.ledger_ttl_seconds if older_than_seconds is None else older_than_seconds
     try:
         if not exists(source):

@@ -242,6 +242,11 @@ def test_a_batch_checks_every_parameter_set_before_running(target):
             statement=f"UPDATE {target.table} SET qty = :qty WHERE id = :id", parameter_sets=[{"id": 1, "qty": 1}, {"id": 2}]
         )
     assert "parameter_sets[1]" in raised.value.message
+    with pytest.raises(InputError) as raised:
+        target.execute(
+            statement=f"UPDATE {target.table} SET qty = ? WHERE id = ?", parameter_sets=[[1, 1], [2, 2], [{"x": 1}, 3]]
+        )
+    assert "parameter_sets[2]" in raised.value.message and "JSON scalars" in raised.value.message
     assert [qty for _, _, qty in target.rows()] == [10, 10, 10]
 
 
