@@ -200,17 +200,19 @@ def test_upsert(target):
 
 
 def test_returning_rows_come_back_as_query_rows(target):
-    if target.dialect == "mysql":
-        pytest.skip("MySQL has no RETURNING")
-    out = target.execute(
-        statement=f"UPDATE {target.table} SET qty = qty + :n WHERE id <= :id RETURNING id, qty", parameters={"n": 1, "id": 2},
-        expected_rows=2,
-    )
-    assert out["rowsAffected"] == 2
-    assert [c["name"] for c in out["columns"]] == ["id", "qty"]
-    assert sorted((r["id"], r["qty"]) for r in out["rows"]) == [(1, 11), (2, 11)]
+    if target.dialect != "mysql":  # MariaDB returns rows from INSERT and DELETE only
+        out = target.execute(
+            statement=f"UPDATE {target.table} SET qty = qty + :n WHERE id <= :id RETURNING id, qty",
+            parameters={"n": 1, "id": 2}, expected_rows=2,
+        )
+        assert out["rowsAffected"] == 2
+        assert [c["name"] for c in out["columns"]] == ["id", "qty"]
+        assert sorted((r["id"], r["qty"]) for r in out["rows"]) == [(1, 11), (2, 11)]
+    out = target.execute(statement=f"INSERT INTO {target.table} (id, status, qty) VALUES (:id, 'new', 1) RETURNING id, status",
+                         parameters={"id": 4})
+    assert out["rows"] == [{"id": 4, "status": "new"}] and out["rowsAffected"] == 1
     out = target.execute(statement=f"DELETE FROM {target.table} RETURNING id", max_rows=1)
-    assert out["rowsAffected"] == 3 and out["rowCount"] == 1 and out["truncated"] is True
+    assert out["rowsAffected"] == 4 and out["rowCount"] == 1 and out["truncated"] is True
     assert target.rows() == []
 
 
