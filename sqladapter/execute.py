@@ -27,6 +27,7 @@ from . import ledger
 from .dialect import Limits
 from .errors import (
     InputError,
+    NotDmlError,
     RowCountError,
     SqlAdapterError,
     redact,
@@ -207,6 +208,15 @@ def _checked_and_run(
         except Exception as exc:
             raise classify(source, exc, connecting=True) from None
         statements = [runtime.statements.get(entry.text, source.dialect, allowed, write=True) for entry in entries]
+        for statement in statements:
+            # The ledger is what makes retries safe: a task that could write it could make a
+            # later write look done (or a done one look undone). Refused by name in the text
+            # that runs, a literal spelling it included: a false refusal, never a miss.
+            if ledger.TABLE in statement.sql.lower():
+                raise NotDmlError(
+                    f"statements may not touch {ledger.TABLE}, the idempotency ledger: only sqladapter writes it "
+                    "(sqladapter ledger prune deletes expired records)"
+                )
         bound = [_bind(statement, entry) for statement, entry in zip(statements, entries)]
         request = ledger.request_digest(
             {"connection": name, "statements": [s.sql for s in statements], "parameters": [_given(e) for e in entries]}

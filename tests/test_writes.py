@@ -311,6 +311,20 @@ def test_ledger_init_twice_is_harmless(target):
     assert ledger.init(target.runtime, NAME) is False
 
 
+@pytest.mark.parametrize("statement", [
+    "DELETE FROM sqladapter_ledger",
+    "INSERT INTO sqladapter_ledger (idempotency_key, request, result, created_at) VALUES ('k', 'r', '{{}}', 0)",
+    "UPDATE {t} SET status = 'x' WHERE id IN (SELECT 1 FROM SQLADAPTER_LEDGER)",
+])
+def test_a_statement_may_not_touch_the_ledger(target, statement):
+    k = key()
+    target.execute(statement=f"UPDATE {target.table} SET qty = 1 WHERE id = 1", idempotency_key=k)
+    with pytest.raises(NotDmlError) as raised:
+        target.execute(statement=statement.format(t=target.table))
+    assert "idempotency ledger" in raised.value.message
+    assert target.sql(f"SELECT COUNT(*) FROM {ledger.TABLE} WHERE idempotency_key = %s", (k,)) == [(1,)]
+
+
 def test_a_long_key_is_stored_as_its_digest(target):
     long_key = "wf-" + "x" * 500
     target.execute(statement=f"UPDATE {target.table} SET qty = 3 WHERE id = 3", idempotency_key=long_key)
