@@ -75,12 +75,15 @@ class Statement:
         the set that is wrong.
         """
         if self.style == "named" and set(map(type, parameter_sets)) == {dict}:
-            wanted = set(self.names)
-            same_keys = all(map(operator.eq, map(dict.keys, parameter_sets), itertools.repeat(wanted)))
-            if same_keys and _all_scalars(itertools.chain.from_iterable(map(dict.values, parameter_sets))):
-                if self.paramstyle in ("qmark", "numeric_dollar"):
-                    return _rows(operator.itemgetter(*self.names), len(self.names), parameter_sets)
-                return list(parameter_sets)
+            # Every set holds each name (itemgetter raises otherwise) and no other (as many keys).
+            width = len(set(self.names))
+            if set(map(len, parameter_sets)) == {width}:
+                try:
+                    rows = _rows(operator.itemgetter(*self.names), len(self.names), parameter_sets)
+                except KeyError:
+                    rows = None
+                if rows is not None and _all_scalars(itertools.chain.from_iterable(rows)):
+                    return rows if self.paramstyle in ("qmark", "numeric_dollar") else list(parameter_sets)
         elif self.style == "positional" and set(map(type, parameter_sets)) == {list} and set(map(len, parameter_sets)) == {self.count}:
             if _all_scalars(itertools.chain.from_iterable(parameter_sets)):
                 if self.order is not None and any(i != n for n, i in enumerate(self.order)):
@@ -159,6 +162,10 @@ def check_statement(sql: str, dialect: Dialect, allowed: frozenset[str], *, writ
         )
     targets = _NAMED_TARGETS if checked.style == "named" else _POSITIONAL_TARGETS
     paramstyle = next((s for s in dialect.paramstyles if s in targets), None)  # type: ignore[assignment]
+    if write and "qmark" in dialect.paramstyles:
+        # A batch binds fastest as tuples in placeholder order (SQLite reads a dict's values by
+        # name, a tuple's by position): writes take ? where the driver has it.
+        paramstyle = "qmark"
     if paramstyle is None:
         raise InputError(f"{dialect.name} does not accept {checked.style} parameters")
     order = None
