@@ -218,19 +218,15 @@ def _checked_and_run(
                     "(sqladapter ledger prune deletes expired records)"
                 )
         bound = [_bind(statement, entry) for statement, entry in zip(statements, entries)]
-        request = ledger.request_digest(
-            {"connection": name, "statements": [s.sql for s in statements], "parameters": [_given(e) for e in entries]}
-        )
+        # The digest is of what runs: the canonical statements and the values as bound to them
+        # (in placeholder order, so it does not depend on how an object's keys were ordered).
+        request = ledger.request_digest({"connection": name, "statements": [s.sql for s in statements], "parameters": bound})
         limits = Limits(max_rows, timeout_ms, settings.max_output_bytes, time.monotonic() + timeout_ms / 1000)
         return _transaction(source, name, statements, bound, entries, expected, listed, key, request, limits, shape)
     except SqlAdapterError as exc:
         exc.message = redact(exc.message, source.secrets)
         exc.args = (exc.message,)
         raise
-
-
-def _given(entry: _Entry) -> Any:
-    return entry.parameter_sets if entry.parameter_sets is not None else entry.parameters
 
 
 def _bind(statement: Statement, entry: _Entry) -> Any:

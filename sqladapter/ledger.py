@@ -14,6 +14,7 @@ back together; `sqladapter ledger init @name` creates it (the only DDL besides s
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +59,11 @@ def normalize_key(key: Any) -> str:
 
 def request_digest(request: Any) -> str:
     """A digest of what a write was asked to do, compared when its key comes again."""
-    return hashlib.sha256(orjson.dumps(request, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    try:
+        text = orjson.dumps(request, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer past 64 bits, which orjson does not write
+        text = json.dumps(request, sort_keys=True, separators=(",", ":"), default=list).encode()
+    return hashlib.sha256(text).hexdigest()
 
 
 def _sql(dialect: Dialect, text: str, count: int) -> str:
