@@ -73,6 +73,17 @@ def query(connection, sql, params, params_json, max_rows, timeout_ms, shape, fet
     from .runtime import run_query
 
     task_input: dict[str, Any] = {**_connection_input(connection), "query": sql}
+    parameters = _parameters(params, params_json)
+    optional = {"parameters": parameters, "max_rows": max_rows, "timeout_ms": timeout_ms, "shape": shape, "fetch": fetch}
+    task_input.update({k: v for k, v in optional.items() if v is not None})
+    try:
+        _print_json(run_query(task_input))
+    except SqlAdapterError as exc:
+        _fail(exc)
+
+
+def _parameters(params: tuple[str, ...], params_json: str | None) -> Any:
+    """The parameters of -p NAME=VALUE options and a --params JSON value, or None."""
     parameters: Any = None
     if params_json:
         try:
@@ -88,12 +99,113 @@ def query(connection, sql, params, params_json, max_rows, timeout_ms, shape, fet
             if not sep:
                 raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="-p")
             parameters[name] = value
-    optional = {"parameters": parameters, "max_rows": max_rows, "timeout_ms": timeout_ms, "shape": shape, "fetch": fetch}
+    return parameters
+
+
+def _expected_rows(text: str | None) -> Any:
+    # "3" is exactly three rows; "1:5" one to five; "1:" at least one.
+    if text is None:
+        return None
+    low, sep, high = text.partition(":")
+    try:
+        if not sep:
+            return int(low)
+        bounds: dict[str, int] = {"min": int(low or 0)}
+        if high:
+            bounds["max"] = int(high)
+        return bounds
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not N, MIN:MAX or MIN:", param_hint="--expected-rows") from None
+
+
+@cli.command()
+@click.argument("connection")
+@click.argument("sql", nargs=-1, required=True)
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Bind :NAME to VALUE (a string).")
+@click.option("--params", "params_json", metavar="JSON", help="Parameters as JSON: an object for :name, a list for ?.")
+@click.option("--parameter-sets", "sets_json", metavar="JSON",
+              help="A JSON list of parameter objects (or lists): the statement runs once per set, as one batch.")
+@click.option("--expected-rows", metavar="N|MIN:MAX",
+              help="Roll back and fail unless the rows changed are exactly N, or MIN to MAX (MIN: for at least MIN).")
+@click.option("--idempotency-key", metavar="KEY",
+              help="Commit KEY with the write in the ledger; the same KEY again prints the stored output, replayed.")
+@click.option("--timeout-ms", type=int, help="Stop the write after this many milliseconds (default 30000).")
+@click.option("--max-rows", type=int, help="Return at most this many RETURNING rows (default 1000).")
+def execute(connection, sql, params, params_json, sets_json, expected_rows, idempotency_key, timeout_ms, max_rows) -> None:
+    """Run a write (INSERT, UPDATE, DELETE, upsert) on @CONNECTION and print the output JSON.
+
+    CONNECTION is @NAME, a named connection the operator marked writable
+    (SQLADAPTER_CONNECTION_NAME_WRITABLE=1). Several SQL arguments run in one transaction,
+    all or nothing. Without --idempotency-key the write is not recorded in the ledger.
+    """
+    from .runtime import default
+
+    parameters = _parameters(params, params_json)
+    sets = None
+    if sets_json:
+        try:
+            sets = json.loads(sets_json)
+        except ValueError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--parameter-sets") from None
+    task_input: dict[str, Any] = _connection_input(connection)
+    if len(sql) == 1:
+        task_input["statement"] = sql[0]
+        optional: dict[str, Any] = {"parameters": parameters, "parameter_sets": sets}
+    else:
+        if parameters is not None or sets is not None:
+            raise click.UsageError("parameters go with a single statement; for several, run one per command")
+        task_input["statements"] = list(sql)
+        optional = {}
+    optional.update({"expected_rows": _expected_rows(expected_rows), "idempotency_key": idempotency_key,
+                     "timeout_ms": timeout_ms, "max_rows": max_rows})
     task_input.update({k: v for k, v in optional.items() if v is not None})
     try:
-        _print_json(run_query(task_input))
+        _print_json(default().execute(task_input))
     except SqlAdapterError as exc:
         _fail(exc)
+
+
+def _named(connection: str) -> str:
+    if not connection.startswith("@"):
+        raise click.BadParameter("give a named connection as @NAME", param_hint="CONNECTION")
+    return connection[1:]
+
+
+@cli.group()
+def ledger() -> None:
+    """The idempotency ledger execute_sql commits each write with, on a writable connection."""
+
+
+@ledger.command("init")
+@click.argument("connection")
+def ledger_init(connection: str) -> None:
+    """Create the ledger table on @CONNECTION (a writable named connection); harmless when it exists."""
+    from . import ledger as ledgers
+    from .runtime import default
+
+    name = _named(connection)
+    try:
+        created = ledgers.init(default(), name)
+    except SqlAdapterError as exc:
+        _fail(exc)
+    click.echo(f"{ledgers.TABLE}: {'created' if created else 'already there'} on @{name}")
+
+
+@ledger.command("prune")
+@click.argument("connection")
+@click.option("--older-than", type=click.IntRange(min=0), metavar="SECONDS",
+              help="Delete records older than this (default SQLADAPTER_LEDGER_TTL_SECONDS, 7 days).")
+def ledger_prune(connection: str, older_than: int | None) -> None:
+    """Delete expired records from the ledger on @CONNECTION; a retry after that runs the write again."""
+    from . import ledger as ledgers
+    from .runtime import default
+
+    name = _named(connection)
+    try:
+        deleted = ledgers.prune(default(), name, older_than)
+    except SqlAdapterError as exc:
+        _fail(exc)
+    click.echo(f"{ledgers.TABLE}: {deleted} expired record(s) deleted on @{name}")
 
 
 @cli.command()
@@ -158,7 +270,8 @@ def _task_names(extra: tuple[str, ...]) -> list[str]:
 @click.option("--engine", type=click.Choice(["conductor", "rochallor"]), default="conductor", show_default=True,
               help="The workflow engine to serve.")
 @click.option("--task-name", "task_names", multiple=True, metavar="NAME",
-              help="Also serve task type NAME (repeatable); --task-name query_sqlite serves the tutorial's workflow.")
+              help="Also serve task type NAME (repeatable); --task-name query_sqlite serves the tutorial's workflow, "
+                   "--task-name execute_sql serves writes.")
 @click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True,
               help="Conductor: tasks run at once per task name and worker process.")
 @click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True, envvar="SQLADAPTER_PROCESSES",

@@ -26,7 +26,7 @@ from sqlalchemy.exc import ArgumentError
 
 from .deadlines import GRACE_SECONDS
 from .dialect import ABANDONED
-from .errors import ConnectionConfigError, redact
+from .errors import ConnectionConfigError, NotWritableError, redact
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -40,6 +40,19 @@ log = logging.getLogger("sqladapter")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
 _MEMORY = ("", ":memory:")
+_WRITABLE_SUFFIX = "_WRITABLE"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _variable(name: str) -> str:
+    """The environment variable of a connection name, after checking the name's form."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConnectionConfigError(
+            "connection must be a name of letters, digits, '_' or '-' (starting with a letter), "
+            "configured on the worker as SQLADAPTER_CONNECTION_<NAME>"
+        )
+    return "SQLADAPTER_CONNECTION_" + name.upper().replace("-", "_")
 
 
 @dataclass(frozen=True)
@@ -149,8 +162,9 @@ class Pools:
         self._uncounted: set[Engine] = set()
         self._keys: dict[Engine, _Key] = {}
         self._next_sweep = 0.0
-        self._files: dict[str, tuple[int, dict[str, str]]] = {}
+        self._files: dict[str, tuple[int, dict[str, str], frozenset[str]]] = {}
         self._kept = _Kept()
+        self._file_locks: dict[str, threading.Lock] = {}
         self._kept_all: list[tuple[threading.Thread, Engine, Any]] = []
 
     # -- resolving ---------------------------------------------------------------------------
@@ -188,16 +202,11 @@ class Pools:
 
     def named_connection(self, name: str) -> str:
         """The connection string the operator configured under `name`."""
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise ConnectionConfigError(
-                "connection must be a name of letters, digits, '_' or '-' (starting with a letter), "
-                "configured on the worker as SQLADAPTER_CONNECTION_<NAME>"
-            )
-        variable = "SQLADAPTER_CONNECTION_" + name.upper().replace("-", "_")
+        variable = _variable(name)
         value = self.environ.get(variable)
         connections_file = self.settings.connections_file
         if value is None and connections_file is not None:
-            value = self._connections_file(str(connections_file)).get(name)
+            value = self._connections_file(str(connections_file))[0].get(name)
         if not value:
             where = f"set {variable} on the worker"
             if connections_file is not None:
@@ -206,21 +215,70 @@ class Pools:
         check_unambiguous(name, value)
         return value
 
+    def writable(self, name: str) -> bool:
+        """Whether the operator marked the named connection writable (`execute_sql` may use it).
+
+        SQLADAPTER_CONNECTION_<NAME>_WRITABLE=1 in the environment, or `writable = true` in the
+        connection's table in the connections file; the environment's word wins when it is set.
+        """
+        flag = self.environ.get(_variable(name) + _WRITABLE_SUFFIX)
+        if flag is not None and flag.strip():
+            value = flag.strip().lower()
+            if value in _TRUE:
+                return True
+            if value in _FALSE:
+                return False
+            raise ConnectionConfigError(
+                f"{_variable(name) + _WRITABLE_SUFFIX}={flag!r} is not a flag: set it to 1 (writable) or 0"
+            )
+        if self.environ.get(_variable(name)) is not None:
+            return False  # configured in the environment, where only the flag marks it writable
+        if self.settings.connections_file is not None:
+            return name in self._connections_file(str(self.settings.connections_file))[1]
+        return False
+
+    def writable_source(self, connection: Any, connection_string: Any = None) -> Source:
+        """The read-write engine of a named connection the operator marked writable; else NotWritableError.
+
+        Never an inline connection string or a file path: whoever starts a workflow chooses
+        those, and only the operator decides where writes go.
+        """
+        if connection_string is not None or connection is None:
+            raise NotWritableError(
+                "execute_sql writes only through a named connection the operator marked writable, never an inline "
+                "connection_string or file path: configure SQLADAPTER_CONNECTION_<NAME> with "
+                "SQLADAPTER_CONNECTION_<NAME>_WRITABLE=1 (or writable = true in the connections file) and pass "
+                "connection: \"<name>\""
+            )
+        self.named_connection(connection)  # a missing name says how to configure one
+        if not self.writable(connection):
+            where = f"set {_variable(connection) + _WRITABLE_SUFFIX}=1 on the worker"
+            if self.settings.connections_file is not None:
+                where += (
+                    f", or write it as [connections.{connection}] with url and writable = true in "
+                    f"{self.settings.connections_file}"
+                )
+            raise NotWritableError(f"connection {connection!r} is not marked writable, so execute_sql may not write to it: {where}")
+        return self.resolve(None, connection, read_only=False)
+
     def check_named_connections(self) -> list[str]:
         """Every named connection the worker has, each checked; the names. Run at worker start."""
         prefix = "SQLADAPTER_CONNECTION_"
-        # The environment wins over the file, as in named_connection.
+        # The environment wins over the file, as in named_connection. A *_WRITABLE variable is
+        # the flag of the connection named by the rest of it, not a connection of its own.
         found = {
-            key[len(prefix) :].lower().replace("_", "-"): text for key, text in self.environ.items() if key.startswith(prefix)
+            key[len(prefix) :].lower().replace("_", "-"): text
+            for key, text in self.environ.items()
+            if key.startswith(prefix) and not (key.endswith(_WRITABLE_SUFFIX) and key[: -len(_WRITABLE_SUFFIX)] in self.environ)
         }
         if self.settings.connections_file is not None:
-            for name, text in self._connections_file(str(self.settings.connections_file)).items():
+            for name, text in self._connections_file(str(self.settings.connections_file))[0].items():
                 found.setdefault(name, text)
         for name, text in found.items():
             check_unambiguous(name, text)
         return list(found)
 
-    def _connections_file(self, path: str) -> dict[str, str]:
+    def _connections_file(self, path: str) -> tuple[dict[str, str], frozenset[str]]:
         # Read again when the file changes: an operator adds a connection without a restart.
         try:
             mtime = os.stat(path).st_mtime_ns
@@ -228,15 +286,31 @@ class Pools:
             raise ConnectionConfigError(f"cannot read SQLADAPTER_CONNECTIONS_FILE {path}: {exc.strerror}") from None
         cached = self._files.get(path)
         if cached is not None and cached[0] == mtime:
-            return cached[1]
+            return cached[1], cached[2]
         try:
             with open(path, "rb") as f:
                 table = tomllib.load(f).get("connections", {})
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConnectionConfigError(f"cannot read SQLADAPTER_CONNECTIONS_FILE {path}: {exc}") from None
-        connections = {str(k): str(v) for k, v in table.items()}
-        self._files[path] = (mtime, connections)
-        return connections
+        # Each entry is a URL (`name = "url"`), or a table (`[connections.name]` with `url` and
+        # an optional `writable = true`).
+        connections: dict[str, str] = {}
+        writable = set()
+        for key, value in table.items():
+            if isinstance(value, dict):
+                url, flag = value.get("url"), value.get("writable", False)
+                if not isinstance(url, str) or not isinstance(flag, bool) or set(value) - {"url", "writable"}:
+                    raise ConnectionConfigError(
+                        f"connection {key!r} in SQLADAPTER_CONNECTIONS_FILE {path} must be a URL string, or a table "
+                        'with url = "..." and optionally writable = true (nothing else)'
+                    )
+                connections[str(key)] = url
+                if flag:
+                    writable.add(str(key))
+            else:
+                connections[str(key)] = str(value)
+        self._files[path] = (mtime, connections, frozenset(writable))
+        return connections, frozenset(writable)
 
     def _resolve(self, text: str, inline: bool, read_only: bool) -> Source:
         if not isinstance(text, str) or not text.strip():
@@ -421,6 +495,26 @@ class Pools:
             held = _checked_out(engine) + (checkedin() if callable(checkedin) else 0)
             counts[dialect] = counts.get(dialect, 0) + held
         return counts
+
+    def close_engine(self, source: Source, *, read_only: bool) -> None:
+        """Close the engine this source's database has in one mode, if it has one open.
+
+        For a dialect whose database file cannot be open read-only and read-write in one
+        process at once (`Dialect.one_mode_per_file`): a write closes the read-only engine of
+        its file before it runs, and its own after.
+        """
+        key = (source.dialect.name, source.url.render_as_string(hide_password=False), read_only)
+        with self._lock:
+            engine = self._engines.get(key)
+            if engine is not None:
+                self._forget(engine)
+
+    def file_lock(self, source: Source) -> threading.Lock:
+        """The lock a write holds on a database file whose dialect has `one_mode_per_file`,
+        while it closes the file's read-only engine, writes, and closes its own."""
+        key = source.url.render_as_string(hide_password=False)
+        with self._lock:
+            return self._file_locks.setdefault(key, threading.Lock())
 
     def close_file_engines(self) -> None:
         """Close the engines of embedded database files (seeding writes to a file these hold open)."""

@@ -113,6 +113,12 @@ class Dialect:
     error_rules: ClassVar[tuple[ErrorRule, ...]] = ()
     #: How `sqladapter seed` writes this database's demo tables (the only writes it makes).
     bulk_loader: ClassVar[BulkLoader]
+    #: Functions an `execute_sql` statement may call besides `allowed_functions`, lower-case:
+    #: write-only syntax that reads as a call (MySQL's VALUES(col) in ON DUPLICATE KEY UPDATE).
+    write_functions: ClassVar[frozenset[str]] = frozenset()
+    #: True where one process cannot hold a database file open read-only and read-write at once
+    #: (DuckDB): a write then closes the file's read-only engines first, and its own after.
+    one_mode_per_file: ClassVar[bool] = False
 
     # -- engines -------------------------------------------------------------------------------
 
@@ -161,6 +167,76 @@ class Dialect:
     def check_tree(self, tree: Any, allowed: frozenset[str]) -> None:
         """Raise NotReadOnlyError unless `tree`, from this dialect's own parser, only reads."""
         raise NotImplementedError(f"{self.name} compiles queries with its own parser but does not check its trees")
+
+    def compile_write(self, sql: str, allowed: frozenset[str]) -> guard.Checked:
+        """Check one `execute_sql` statement (INSERT, UPDATE, DELETE, upsert or MERGE) and return
+        the canonical text the database will run instead of it.
+
+        A separate entry point from `compile`, so that the query path's check is never
+        loosened: the same parser and canonical-SQL path, a DML allowlist instead of the
+        read-only one (`guard.check_write`).
+        """
+        return guard.compile_sqlglot(sql, self.grammar or "", allowed, self, write=True)
+
+    def check_write_tree(self, tree: Any, allowed: frozenset[str]) -> None:
+        """Raise NotDmlError unless `tree`, from this dialect's own parser, is one allowed DML statement."""
+        raise NotImplementedError(f"{self.name} compiles statements with its own parser but does not check its trees")
+
+    # -- running a write -------------------------------------------------------------------------
+
+    def begin_write(self, connection: PoolProxiedConnection, limits: Limits) -> None:
+        """Start the transaction an `execute_sql` task runs in, on a connection of the
+        read-write engine, and set what the session needs for it (time and lock limits).
+
+        The default relies on the DB-API, which begins a transaction at the first statement.
+        """
+
+    def write_cursor(self, connection: PoolProxiedConnection) -> Any:
+        """A cursor that runs canonical SQL with placeholders in `paramstyles[0]` on a read-write connection."""
+        return connection.cursor()
+
+    def execute_write(
+        self, connection: PoolProxiedConnection, sql: str, params: Any, limits: Limits, *, many: bool, returning: bool
+    ) -> tuple[int, Sequence[ColumnDescription], list[Sequence[Any]]]:
+        """Run one write statement (`many`: once per parameter set in `params`, as one batch);
+        return (rows affected, cursor.description, at most `limits.rows` RETURNING rows).
+
+        A batch goes to the driver's `executemany`; a dialect with a faster path overrides it.
+        """
+        cursor = self.write_cursor(connection)
+        try:
+            if many:
+                cursor.executemany(sql, params)
+            elif params is None:
+                cursor.execute(sql)
+            else:
+                cursor.execute(sql, params)
+            if not returning:
+                return cursor.rowcount, (), []
+            description = cursor.description or ()
+            # Every RETURNING row is read (the statement is done only then, and the count is
+            # theirs), but no more than the task can return are kept.
+            rows: list[Sequence[Any]] = []
+            counted = 0
+            while True:
+                batch = cursor.fetchmany(_MAX_CHUNK)
+                if not batch:
+                    break
+                counted += len(batch)
+                if len(rows) < limits.rows:
+                    rows.extend(batch[: limits.rows - len(rows)])
+            count = cursor.rowcount
+            return (count if isinstance(count, int) and count >= counted else counted), description, rows
+        finally:
+            cursor.close()
+
+    def commit_write(self, connection: PoolProxiedConnection) -> None:
+        """Commit the transaction `begin_write` began."""
+        connection.commit()
+
+    def rollback_write(self, connection: PoolProxiedConnection) -> None:
+        """Roll back the transaction `begin_write` began."""
+        connection.rollback()
 
     # -- running a query -----------------------------------------------------------------------
 

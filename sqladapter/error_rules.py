@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ErrorRule",
     "CONNECTION_OPTION",
+    "CONSTRAINT",
     "CREDENTIALS",
     "DATABASE_NAME",
     "READ_ONLY",
@@ -54,6 +55,7 @@ READ_ONLY = "queries run read-only"
 TIME_LIMIT = "the query ran past its time limit and was stopped: make it cheaper or raise timeout_ms"
 DATABASE_NAME = "check the database name in the connection"
 CONNECTION_OPTION = "fix the option in the connection's URL"
+CONSTRAINT = "the write broke a constraint and was rolled back; the same values fail the same way: change them"
 
 
 @dataclass(frozen=True)

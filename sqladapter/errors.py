@@ -14,6 +14,10 @@ __all__ = [
     "SqlAdapterError",
     "InputError",
     "NotReadOnlyError",
+    "NotDmlError",
+    "NotWritableError",
+    "ConstraintViolationError",
+    "RowCountError",
     "ConnectionConfigError",
     "UnknownDialectError",
     "QueryError",
@@ -58,10 +62,22 @@ class NotReadOnlyError(SqlAdapterError):
     type = "not_read_only"
 
 
+class NotDmlError(SqlAdapterError):
+    """An `execute_sql` statement is not one INSERT, UPDATE, DELETE or upsert/MERGE (DDL among them)."""
+
+    type = "not_dml"
+
+
 class ConnectionConfigError(SqlAdapterError):
     """The connection string or name cannot be used: refused path, inline password, unknown name."""
 
     type = "connection_config"
+
+
+class NotWritableError(ConnectionConfigError):
+    """A write was asked of a connection the operator did not mark writable (or of an inline one)."""
+
+    type = "not_writable"
 
 
 class UnknownDialectError(ConnectionConfigError):
@@ -74,6 +90,18 @@ class QueryError(SqlAdapterError):
     """The database rejected the query: syntax error, unknown table or column, bad cast."""
 
     type = "query_error"
+
+
+class ConstraintViolationError(QueryError):
+    """A write broke a constraint (unique, foreign key, not null, check); it was rolled back."""
+
+    type = "constraint_violation"
+
+
+class RowCountError(SqlAdapterError):
+    """A write changed a number of rows outside its `expected_rows`; it was rolled back."""
+
+    type = "unexpected_row_count"
 
 
 class PermissionDeniedError(SqlAdapterError):

@@ -29,7 +29,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
-from .errors import InputError, NotReadOnlyError, QueryError
+from .errors import InputError, NotDmlError, NotReadOnlyError, QueryError
 
 if TYPE_CHECKING:
     from .dialect import Dialect
@@ -70,6 +70,14 @@ _READ_NODES = _classes(
     "JSONPathSlice JSONPathFilter JSONPathScript JSONPathSelector JSONPathUnion JSONPathRecursive "
     "Case If Cast TryCast Extract Lambda Filter WithinGroup IgnoreNulls RespectNulls HavingMax"
 )
+
+# What an `execute_sql` statement may be: one INSERT, UPDATE, DELETE or MERGE (upserts are
+# INSERT ... ON CONFLICT / ON DUPLICATE KEY UPDATE), made of the read nodes plus the clauses of
+# those statements. DDL, SET, CALL, a command sqlglot could not parse: any other root or node
+# is refused, as in queries. A write statement appears only as the root, or as the action of a
+# MERGE's WHEN: no INSERT hidden in a CTE, no second write inside the first.
+_WRITE_ROOTS = _classes("Insert Update Delete Merge")
+_WRITE_NODES = _READ_NODES + _classes("Insert Update Delete Merge Schema OnConflict Returning When Whens")
 
 # sqlglot function classes that are syntax of the language rather than calls of a catalog
 # function: they write as keywords or operators, not as NAME(...).
@@ -114,6 +122,8 @@ class Checked:
     style: str | None
     #: `sql` with room for a LIMIT after it (a top-level SELECT without LIMIT, OFFSET, locks).
     limitable: bool
+    #: A write statement with a RETURNING clause: it gives rows back.
+    returning: bool = False
 
 
 def first_line(exc: BaseException) -> str:
@@ -163,8 +173,11 @@ _QUOTED_TOKENS = frozenset(
 )
 
 
-def compile_sqlglot(sql: str, grammar: str, allowed: frozenset[str], dialect: Dialect) -> Checked:
-    """Parse `sql` with sqlglot's `grammar`, check it, and write it out canonically."""
+def compile_sqlglot(sql: str, grammar: str, allowed: frozenset[str], dialect: Dialect, *, write: bool = False) -> Checked:
+    """Parse `sql` with sqlglot's `grammar`, check it, and write it out canonically.
+
+    With `write`, the statement must be one DML statement (`check_write`) instead of a query.
+    """
     glot = sqlglot.Dialect.get_or_raise(grammar)
     check_nesting(sql)
     tokens = _tokenize(glot, sql)
@@ -192,14 +205,15 @@ def compile_sqlglot(sql: str, grammar: str, allowed: frozenset[str], dialect: Di
     # Every placeholder becomes named before parsing, so that its place in the canonical text
     # is known by name whatever order the generator writes the clauses in.
     marked = _replace_spans(sql, spans, [f"{marker}{name}" for name in names])
-    explain, body = _split_explain(marked)
-    tree = _parse_one(glot, body, grammar)
-    check(dialect, tree, allowed)
+    explain, body = ("", marked) if write else _split_explain(marked)
+    checker = check_write if write else check
+    tree = _parse_one(glot, body, grammar, write)
+    checker(dialect, tree, allowed)
     # The text that runs is sqlglot's own rendering of the tree, and it must be a fixed point:
     # read back, it is checked again and renders the same. Then the check has seen what runs.
     canonical = tree.sql(dialect=grammar, comments=False)
-    reread = _parse_one(glot, canonical, grammar)
-    check(dialect, reread, allowed)
+    reread = _parse_one(glot, canonical, grammar, write)
+    checker(dialect, reread, allowed)
     if reread.sql(dialect=grammar, comments=False) != canonical:
         raise QueryError(
             "the query cannot be written out unambiguously for the database; simplify it "
@@ -211,7 +225,8 @@ def compile_sqlglot(sql: str, grammar: str, allowed: frozenset[str], dialect: Di
     if explain:
         written = [(start + len(explain), end + len(explain), name) for start, end, name in written]
         return Checked(explain + canonical, tuple(written), style, limitable=False)
-    return Checked(canonical, tuple(written), style, limitable=_limitable(tree))
+    returning = write and tree.args.get("returning") is not None
+    return Checked(canonical, tuple(written), style, limitable=not write and _limitable(tree), returning=returning)
 
 
 def _tokenize(glot: Any, sql: str) -> list[Any]:
@@ -221,9 +236,9 @@ def _tokenize(glot: Any, sql: str) -> list[Any]:
         raise QueryError(f"cannot parse the query as {glot.__class__.__name__.lower()} SQL: {first_line(exc)}") from None
 
 
-def _parse_one(glot: Any, sql: str, grammar: str) -> exp.Expression:
+def _parse_one(glot: Any, sql: str, grammar: str, write: bool = False) -> exp.Expression:
     if not sql.strip():
-        raise InputError("query is empty: give one SELECT statement")
+        raise InputError("statement is empty: give one INSERT, UPDATE or DELETE" if write else "query is empty: give one SELECT statement")
     try:
         statements = [s for s in glot.parser().parse(glot.tokenize(sql), sql) if s is not None]
     except SqlglotError as exc:
@@ -233,6 +248,11 @@ def _parse_one(glot: Any, sql: str, grammar: str) -> exp.Expression:
     if not statements:
         raise InputError("query is empty: give one SELECT statement")
     if len(statements) > 1:
+        if write:
+            raise NotDmlError(
+                f"the statement holds {len(statements)} statements; give one per entry of statements, "
+                "which run in one transaction"
+            )
         raise NotReadOnlyError(
             f"the query holds {len(statements)} statements; send exactly one read-only statement per task"
         )
@@ -288,14 +308,53 @@ def check(dialect: Dialect, tree: Any, allowed: frozenset[str]) -> None:
             )
 
 
-def _check_function(node: exp.Func, allowed: frozenset[str], dialect: Dialect) -> None:
+def check_write(dialect: Dialect, tree: Any, allowed: frozenset[str]) -> None:
+    """Raise NotDmlError unless `tree` is one INSERT, UPDATE, DELETE or MERGE of allowed parts.
+
+    The same node-class and function allowlists as `check`, plus the clauses of those statements
+    (and the dialect's `write_functions`): whatever else a statement holds is refused.
+    """
+    if not isinstance(tree, exp.Expression):
+        dialect.check_write_tree(tree, allowed)
+        return
+    if not isinstance(tree, _WRITE_ROOTS):
+        raise NotDmlError(
+            f"execute_sql runs one INSERT, UPDATE, DELETE or MERGE (upserts included), got {_kind(tree)}; "
+            "DDL is not run by tasks (sqladapter seed creates the demo tables), and queries go to query_sql"
+        )
+    allowed = allowed | dialect.write_functions
+    for node in tree.walk():
+        if isinstance(node, exp.Func):
+            _check_function(node, allowed, dialect, NotDmlError)
+        elif not isinstance(node, _WRITE_NODES):
+            raise NotDmlError(f"the statement contains {_kind(node)}, which is not accepted in execute_sql")
+        elif isinstance(node, _WRITE_ROOTS) and node is not tree and not isinstance(node.parent, exp.When):
+            raise NotDmlError(f"the statement contains a nested {type(node).__name__.upper()}: give each write as its own statement")
+        elif isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):
+            raise NotDmlError(
+                f"the schema-qualified call {node.sql(dialect=dialect.grammar)[:80]} is not accepted: "
+                "call built-in functions by their plain name"
+            )
+        elif isinstance(node, exp.Var) and node.arg_key == "operation_modifiers":
+            raise NotDmlError(f"the modifier {node.name} is not accepted in execute_sql")
+        elif isinstance(node, exp.Parameter) and not isinstance(node.parent, exp.Placeholder):
+            raise NotDmlError(
+                f"the statement uses the variable {node.sql(dialect=dialect.grammar)[:80]}: session variables carry "
+                "state from one task to the next, so they are not accepted; use parameters"
+            )
+        elif isinstance(node, exp.Select) and node.args.get("locks"):
+            raise NotDmlError("a locking clause (FOR UPDATE/SHARE) is not accepted in execute_sql")
+
+
+def _check_function(node: exp.Func, allowed: frozenset[str], dialect: Dialect, error: type[Exception] = NotReadOnlyError) -> None:
     name = function_name(node, dialect.grammar)
+    where = "in execute_sql" if error is NotDmlError else "in a read-only query"
     if name is None:
         if isinstance(node, _SYNTAX_FUNCTIONS):
             return
-        raise NotReadOnlyError(f"the query contains {_kind(node)}, which is not accepted in a read-only query")
+        raise error(f"the query contains {_kind(node)}, which is not accepted {where}")
     if name not in allowed:
-        raise NotReadOnlyError(
+        raise error(
             f"function {name}() is not allowed in a query on {dialect.name}: only the database's built-in "
             "functions without side effects are, see the dialect's allowlist"
         )

@@ -2,7 +2,8 @@
 
 A Runtime holds the operator's settings (read when it is made), the plugin manager and the
 registry of dialects it found, the connection pools, the cache of checked statements and the
-deadline watchdog. `Runtime.run(task_input)` is the one query path; the CLI, the engine
+deadline watchdog. `Runtime.run(task_input)` is the one query path, `Runtime.execute` the one
+write path; the CLI, the engine
 bindings and `sqladapter.run_query` all go through one. Tests make their own, with their own
 settings and plugin manager, and close it.
 
@@ -19,7 +20,7 @@ from typing import Any, Mapping
 
 import pluggy
 
-from . import query
+from . import execute, query
 from .connections import Pools, Source
 from .deadlines import Watchdog
 from .plugins import Registry, get_plugin_manager, list_plugins
@@ -66,6 +67,23 @@ class Runtime:
             task_input = {**task_input, **fields}
         self.pools.sweep()
         return query.run(self, task_input)
+
+    def execute(
+        self, task_input: Mapping[str, Any] | None = None, /, *, default_key: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """Run one write (`execute_sql`) described by a task input; return the JSON-ready output.
+
+        Only on a named connection the operator marked writable; the statements run in one
+        transaction, committed with their idempotency key (the input's `idempotency_key`, else
+        `default_key`, the engine's key for this task) in the database's ledger. A key already
+        committed returns the stored output with `replayed: true` and runs nothing.
+        """
+        if task_input is None:
+            task_input = fields
+        elif fields and isinstance(task_input, abc.Mapping):
+            task_input = {**task_input, **fields}
+        self.pools.sweep()
+        return execute.run(self, task_input, default_key=default_key)
 
     def resolve(self, connection_string: str | None = None, connection: str | None = None, *, read_only: bool = True) -> Source:
         """The dialect and pooled engine for one connection string or connection name."""

@@ -48,6 +48,11 @@ class Settings:
     #: Cap on a query's text in bytes (SQLADAPTER_MAX_QUERY_BYTES): parsing is work done before
     #: any time limit applies, so it is bounded by size instead.
     max_query_bytes: int = 100_000
+    #: Seconds an `execute_sql` idempotency record is kept before `sqladapter ledger prune`
+    #: deletes it (SQLADAPTER_LEDGER_TTL_SECONDS); a retry after that runs the write again.
+    ledger_ttl_seconds: int = 7 * 24 * 3600
+    #: Cap on the parameter sets of one `execute_sql` batch (SQLADAPTER_MAX_PARAMETER_SETS).
+    max_parameter_sets: int = 100_000
 
     default_max_rows = 1000
     default_timeout_ms = 30_000
@@ -67,4 +72,6 @@ class Settings:
             max_inline_urls=_int(environ, "SQLADAPTER_MAX_INLINE_URLS", cls.max_inline_urls),
             max_query_bytes=_int(environ, "SQLADAPTER_MAX_QUERY_BYTES", cls.max_query_bytes),
             inline_url_idle_seconds=_int(environ, "SQLADAPTER_INLINE_URL_IDLE_SECONDS", cls.inline_url_idle_seconds),
+            ledger_ttl_seconds=_int(environ, "SQLADAPTER_LEDGER_TTL_SECONDS", cls.ledger_ttl_seconds),
+            max_parameter_sets=_int(environ, "SQLADAPTER_MAX_PARAMETER_SETS", cls.max_parameter_sets),
         )

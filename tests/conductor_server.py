@@ -24,8 +24,8 @@ Use:
 
 With `enforce_response_timeout=True` the server does what Conductor does with a task's
 `responseTimeoutSeconds`: a task handed out and then neither updated nor given a lease
-extension within that many seconds is timed out (`timed_out`), and a retry with a new taskId
-and the same input is queued (`retries[old] == new`).
+extension within that many seconds is timed out (`timed_out`), and a retry with a new taskId,
+the same input, workflow instance and reference name is queued (`retries[old] == new`).
 """
 
 from __future__ import annotations
@@ -260,6 +260,9 @@ class ConductorServer(RecordingServer):
                     domain=task.get("domain"),
                     retryCount=task["retryCount"] + 1,
                     retriedTaskId=task_id,
+                    # As Conductor: a retry is a new task of the same workflow and reference.
+                    workflowInstanceId=task["workflowInstanceId"],
+                    referenceTaskName=task["referenceTaskName"],
                 )
                 with self._lock:
                     self.retries[task_id] = retry

@@ -43,8 +43,9 @@ class RochallorServer(RecordingServer):
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def add_job(self, job_type: str, variables: dict[str, Any]) -> str:
-        """Queue a job of `job_type` whose instance has `variables`; return its id."""
+    def add_job(self, job_type: str, variables: dict[str, Any], **fields: Any) -> str:
+        """Queue a job of `job_type` whose instance has `variables` (and `fields` set on the job,
+        such as the instanceId of a retried step); return its id."""
         with self._lock:
             n = next(self._ids)
             job = {
@@ -55,6 +56,7 @@ class RochallorServer(RecordingServer):
                 "stepExecutionId": f"step-{n:05d}",
                 "retriesRemaining": 3,
                 "variables": variables,
+                **fields,
             }
             self._queue.append(job)
             return job["id"]

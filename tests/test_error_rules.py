@@ -25,6 +25,7 @@ from servers import MYSQL_HOST, POSTGRESQL_HOST, mysql_admin, postgresql_admin
 
 from sqladapter import (
     ConnectionConfigError,
+    ConstraintViolationError,
     DatabaseUnavailableError,
     Dialect,
     LockTimeoutError,
@@ -180,6 +181,12 @@ def _sqlite_no_such_table(path: Path) -> BaseException:
     return caught(lambda: sqlite3.connect(path).execute(f"SELECT * FROM {MISSING}_table"))
 
 
+def _sqlite_unique(path: Path) -> BaseException:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE UNIQUE INDEX t_i ON t (i)")
+    return caught(lambda: conn.execute("INSERT INTO t VALUES (1)"))
+
+
 SQLITE_CASES = {
     "interrupted": Case(0, QueryTimeoutError, _sqlite_interrupted),
     "read-only file": Case(1, PermissionDeniedError, _sqlite_read_only),
@@ -189,7 +196,8 @@ SQLITE_CASES = {
     "cannot open": Case(4, DatabaseUnavailableError, _sqlite_cannot_open),
     "not a database": Case(6, QueryError, _sqlite_not_a_database),
     "two statements": Case(7, NotReadOnlyError, _sqlite_two_statements),
-    "no such table": Case(8, QueryError, _sqlite_no_such_table),
+    "no such table": Case(9, QueryError, _sqlite_no_such_table),
+    "unique constraint": Case(8, ConstraintViolationError, _sqlite_unique),
 }
 
 
@@ -284,16 +292,24 @@ def _duckdb_no_such_table(path: Path) -> BaseException:
     return caught(lambda: _duckdb_read_only(path).execute(f"SELECT * FROM {MISSING}_table"))
 
 
+def _duckdb_primary_key(path: Path) -> BaseException:
+    conn = _duckdb().connect(":memory:")
+    conn.execute("CREATE TABLE k (i INTEGER PRIMARY KEY)")
+    conn.execute("INSERT INTO k VALUES (1)")
+    return caught(lambda: conn.execute("INSERT INTO k VALUES (1)"))
+
+
 DUCKDB_CASES = {
     "interrupted": Case(0, QueryTimeoutError, _duckdb_interrupted),
     "no files": Case(1, PermissionDeniedError, _duckdb_no_files),
     "read-only mode": Case(2, PermissionDeniedError, _duckdb_read_only_mode),
     "locked configuration": Case(2, PermissionDeniedError, _duckdb_locked_configuration),
     "write conflict": Case(3, LockTimeoutError, _duckdb_conflict),
-    "not a database": Case(4, DatabaseUnavailableError, _duckdb_not_a_database),
-    "closed connection": Case(4, DatabaseUnavailableError, _duckdb_closed),
-    "out of memory": Case(5, QueryError, _duckdb_out_of_memory),
-    "no such table": Case(6, QueryError, _duckdb_no_such_table),
+    "not a database": Case(5, DatabaseUnavailableError, _duckdb_not_a_database),
+    "closed connection": Case(5, DatabaseUnavailableError, _duckdb_closed),
+    "out of memory": Case(6, QueryError, _duckdb_out_of_memory),
+    "no such table": Case(7, QueryError, _duckdb_no_such_table),
+    "primary key": Case(4, ConstraintViolationError, _duckdb_primary_key),
 }
 
 
@@ -398,17 +414,23 @@ def _mysql_no_such_table(_: Any) -> BaseException:
         return caught(lambda: cursor.execute(f"SELECT * FROM {MISSING}_table"))
 
 
+def _mysql_duplicate_key(_: Any) -> BaseException:
+    with _mysql().cursor() as cursor:
+        return caught(lambda: cursor.execute(f"INSERT INTO {MYSQL_TABLE} VALUES (1)"))
+
+
 MYSQL_CASES = {
     "wrong password": Case(0, PermissionDeniedError, _mysql_wrong_password),
     "read-only transaction": Case(1, PermissionDeniedError, _mysql_read_only),
     "time limit": Case(2, QueryTimeoutError, _mysql_time_limit),
     "lock wait": Case(3, LockTimeoutError, _mysql_lock_wait),
-    "unknown database": Case(4, ConnectionConfigError, _mysql_unknown_database),
-    "connection refused": Case(5, DatabaseUnavailableError, _mysql_refused),
-    "closed connection": Case(6, DatabaseUnavailableError, _mysql_closed),
-    "TLS refused": Case(7, ConnectionConfigError, _mysql_tls_refused),
-    "no such table": Case(9, QueryError, _mysql_no_such_table),
-    "operand types past the client range": Case(9, QueryError, _mysql_bad_operand_types),
+    "unknown database": Case(5, ConnectionConfigError, _mysql_unknown_database),
+    "connection refused": Case(6, DatabaseUnavailableError, _mysql_refused),
+    "closed connection": Case(7, DatabaseUnavailableError, _mysql_closed),
+    "TLS refused": Case(8, ConnectionConfigError, _mysql_tls_refused),
+    "no such table": Case(10, QueryError, _mysql_no_such_table),
+    "operand types past the client range": Case(10, QueryError, _mysql_bad_operand_types),
+    "duplicate key": Case(4, ConstraintViolationError, _mysql_duplicate_key),
 }
 
 
@@ -555,6 +577,10 @@ def _pg_unknown_setting_in_a_query(_: Any) -> BaseException:
     return caught(lambda: _postgresql().execute("SELECT current_setting('sqla_rules.no_such')"))
 
 
+def _pg_unique_violation(_: Any) -> BaseException:
+    return caught(lambda: _postgresql().execute(f"INSERT INTO {POSTGRESQL_TABLE} VALUES (1, 0)"))
+
+
 POSTGRESQL_CASES = {
     "statement timeout": Case(0, QueryTimeoutError, _pg_statement_timeout),
     "read-only transaction": Case(1, PermissionDeniedError, _pg_read_only),
@@ -562,15 +588,16 @@ POSTGRESQL_CASES = {
     "unknown database in a query": Case(3, ConnectionConfigError, _pg_unknown_database_in_a_query),
     "serialization failure": Case(4, LockTimeoutError, _pg_serialization_failure),
     "lock timeout": Case(4, LockTimeoutError, _pg_lock_timeout),
-    "session terminated": Case(5, DatabaseUnavailableError, _pg_terminated),
-    "TLS required": Case(6, ConnectionConfigError, _pg_tls_required),
-    "unreadable option": Case(6, ConnectionConfigError, _pg_unreadable_option),
-    "unknown database": Case(7, ConnectionConfigError, _pg_unknown_database),
-    "unknown role": Case(8, PermissionDeniedError, _pg_unknown_role),
-    "connection refused": Case(9, DatabaseUnavailableError, _pg_refused),
-    "closed cursor": Case(10, DatabaseUnavailableError, _pg_closed_cursor),
-    "no such table": Case(11, QueryError, _pg_no_such_table),
-    "unknown setting in a query": Case(11, QueryError, _pg_unknown_setting_in_a_query),
+    "session terminated": Case(6, DatabaseUnavailableError, _pg_terminated),
+    "TLS required": Case(7, ConnectionConfigError, _pg_tls_required),
+    "unreadable option": Case(7, ConnectionConfigError, _pg_unreadable_option),
+    "unknown database": Case(8, ConnectionConfigError, _pg_unknown_database),
+    "unknown role": Case(9, PermissionDeniedError, _pg_unknown_role),
+    "connection refused": Case(10, DatabaseUnavailableError, _pg_refused),
+    "closed cursor": Case(11, DatabaseUnavailableError, _pg_closed_cursor),
+    "no such table": Case(12, QueryError, _pg_no_such_table),
+    "unknown setting in a query": Case(12, QueryError, _pg_unknown_setting_in_a_query),
+    "unique violation": Case(5, ConstraintViolationError, _pg_unique_violation),
 }
 
 
@@ -603,7 +630,7 @@ UNREACHED = {
     # Every "unable to open" SQLite gives carries SQLITE_CANTOPEN, which the rule before takes.
     "sqlite": {5: "an 'unable to open' without SQLITE_CANTOPEN"},
     # Client errors (2xxx) not listed before: none can be made on purpose against a live server.
-    "mysql": {8: "2xxx client errors outside _UNAVAILABLE"},
+    "mysql": {9: "2xxx client errors outside _UNAVAILABLE"},
 }
 
 

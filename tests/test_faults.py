@@ -185,6 +185,12 @@ class _FaultHandler(_Handler):
         self.rfile = io.BytesIO(raw)
         is_update = method == "POST" and self.path.split("?")[0] in (fake.base + "/tasks/update-v2", fake.base + "/tasks")
         fault = fake.next_fault(raw) if is_update else None
+        if fault == "hang":
+            # The update never reaches the engine: held here (the worker waits on its answer)
+            # until the test lets it go, then refused.
+            fake.hanging.append(raw)
+            fake.release.wait(120)
+            fault = "500"
         if fault == "500":
             fake.rejected.append(raw)
             return self._send(500, {"message": "injected failure", "status": 500})
@@ -195,7 +201,7 @@ class FaultyConductorServer(ConductorServer):
     """The test server, plus injected update failures, with Conductor's response timeout on.
 
     `faults[task_id]` lists what the next update attempts for that task meet: "500" (refused
-    with HTTP 500, not recorded). A task handed out and not updated within
+    with HTTP 500, not recorded), or "hang" (held unanswered until `release` is set, then 500). A task handed out and not updated within
     `response_timeout_seconds` is timed out and a retry (a new taskId, same input) is queued,
     as Conductor does (the base server's `enforce_response_timeout`).
     """
@@ -206,6 +212,8 @@ class FaultyConductorServer(ConductorServer):
         super().__init__(*args, enforce_response_timeout=True, **kwargs)
         self.faults: dict[str, list[str]] = {}
         self.rejected: list[bytes] = []
+        self.hanging: list[bytes] = []
+        self.release = threading.Event()
 
     def next_fault(self, raw: bytes) -> str | None:
         import json
@@ -467,4 +475,113 @@ def test_the_whole_worker_killed_mid_task_never_reports_it_and_a_new_worker_comp
         blocker.close()
         if replacement is not None:
             replacement.stop()
+        server.stop()
+
+
+# -- exactly-once writes: a result lost after the commit replays, never runs twice -------------------
+
+
+@pytest.fixture
+def shop_dir(tmp_path: Path) -> Path:
+    from sqladapter import Runtime, ledger
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with sqlite3.connect(data_dir / "shop.db") as conn:
+        conn.execute("CREATE TABLE stock (id INTEGER PRIMARY KEY, qty INTEGER NOT NULL)")
+        conn.execute("INSERT INTO stock VALUES (1, 10)")
+    conn.close()
+    with Runtime(environ=_shop_env(data_dir)) as runtime:
+        ledger.init(runtime, "shop")
+    return data_dir
+
+
+def _shop_env(data_dir: Path) -> dict[str, str]:
+    return {
+        "SQLADAPTER_DATA_DIR": str(data_dir),
+        "SQLADAPTER_CONNECTION_SHOP": f"sqlite:///{data_dir / 'shop.db'}",
+        "SQLADAPTER_CONNECTION_SHOP_WRITABLE": "1",
+    }
+
+
+def _qty(data_dir: Path) -> int:
+    conn = sqlite3.connect(data_dir / "shop.db")
+    try:
+        return conn.execute("SELECT qty FROM stock WHERE id = 1").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def _ledger_rows(data_dir: Path) -> int:
+    conn = sqlite3.connect(data_dir / "shop.db")
+    try:
+        return conn.execute("SELECT COUNT(*) FROM sqladapter_ledger").fetchone()[0]
+    finally:
+        conn.close()
+
+
+_DECREMENT = {"connection": "shop", "statement": "UPDATE stock SET qty = qty - 1 WHERE id = 1", "expected_rows": 1}
+
+
+def _start_write_worker(server: ConductorServer, data_dir: Path, name: str) -> WorkerProcess:
+    worker = WorkerProcess(
+        ["--threads", "2", "--poll-interval", "20", "--task-name", "execute_sql"],
+        {"CONDUCTOR_SERVER_URL": server.url, **_shop_env(data_dir)},
+        data_dir / f"{name}.log",
+    ).start()
+    worker.wait_started()
+    return worker
+
+
+def test_a_write_worker_killed_after_the_commit_replays_on_the_retry_and_writes_once(shop_dir):
+    server = FaultyConductorServer("/api", chain=False, response_timeout_seconds=3).start()
+    worker = _start_write_worker(server, shop_dir, "worker-write-kill")
+    try:
+        task_id = server.add_task("execute_sql", _DECREMENT)
+        server.faults[task_id] = ["hang"]
+        # The write committed, and its result is on its way to an engine that does not answer.
+        assert server.wait_for(lambda s: len(s.hanging) == 1, 30), worker.log()
+        assert _qty(shop_dir) == 9 and _ledger_rows(shop_dir) == 1
+        victim = next((p for p in descendants(worker.process.pid) if _holding(p, shop_dir / "shop.db")), None)
+        assert victim is not None, "no worker process has the database open"
+        os.kill(victim, signal.SIGKILL)
+        server.release.set()
+        # The engine times the task out and hands its retry (same workflow, same reference) out again.
+        assert server.wait_for(lambda s: task_id in s.retries and s.retries[task_id] in s.final_updates(), 60), worker.log()
+        retry = server.final_updates()[server.retries[task_id]]
+        assert retry["status"] == "COMPLETED", retry
+        assert retry["outputData"]["replayed"] is True and retry["outputData"]["rowsAffected"] == 1
+        assert _qty(shop_dir) == 9, "the write ran twice"
+        assert server.updates_for(task_id) == []
+        # A new task (another workflow) writes again: the key is per task, not per statement.
+        again = server.add_task("execute_sql", _DECREMENT)
+        assert _wait_final(server, again)["outputData"]["replayed"] is False
+        assert _qty(shop_dir) == 8
+        _survived.append("write worker SIGKILLed after the commit")
+    finally:
+        server.release.set()
+        worker.stop()
+        server.stop()
+
+
+@pytest.mark.slow
+def test_a_write_whose_update_is_refused_until_the_sdk_gives_up_replays_on_the_retry(shop_dir):
+    server = FaultyConductorServer("/api", chain=False, response_timeout_seconds=3).start()
+    worker = _start_write_worker(server, shop_dir, "worker-write-500")
+    try:
+        task_id = server.add_task("execute_sql", _DECREMENT)
+        server.faults[task_id] = ["500"] * 10
+        assert server.wait_for(lambda s: task_id in s.retries and s.retries[task_id] in s.final_updates(), 60), worker.log()
+        retry = server.final_updates()[server.retries[task_id]]
+        assert retry["status"] == "COMPLETED" and retry["outputData"]["replayed"] is True, retry
+        # The SDK tries the first result's update four times (after 0, 10, 20 and 30 s) and gives up.
+        assert server.wait_for(lambda s: len(s.rejected) >= 4, 90), worker.log()
+        time.sleep(2)
+        assert len(server.rejected) == 4
+        assert server.updates_for(task_id) == []
+        assert _qty(shop_dir) == 9 and _ledger_rows(shop_dir) == 1
+        assert worker.process.poll() is None
+        _survived.append("write result refused with 500 until the SDK gave up")
+    finally:
+        worker.stop()
         server.stop()

@@ -149,3 +149,49 @@ def test_sigterm_lets_running_jobs_report_and_takes_no_more(tmp_path):
         assert server.pending() == len(ids) - len(server.handed_out) > 0
         assert {poll["workerId"] for poll in server.polls} == {"sql-worker-1"}
         assert {body["workerId"] for _, body in server.results.values()} == {"sql-worker-1"}
+
+
+def test_execute_sql_is_served_when_asked_and_a_retried_step_replays(tmp_path):
+    import sqlite3
+
+    from sqladapter import Runtime, ledger
+
+    path = tmp_path / "shop.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE stock (id INTEGER PRIMARY KEY, qty INTEGER NOT NULL)")
+        conn.execute("INSERT INTO stock VALUES (1, 10)")
+    conn.close()
+    env = {"SQLADAPTER_DATA_DIR": str(tmp_path), "SQLADAPTER_CONNECTION_SHOP": f"sqlite:///{path}",
+           "SQLADAPTER_CONNECTION_SHOP_WRITABLE": "1"}
+    with Runtime(environ=env) as runtime:
+        ledger.init(runtime, "shop")
+    decrement = {"connection": "shop", "statement": "UPDATE stock SET qty = qty - 1 WHERE id = 1", "expected_rows": 1,
+                 "orderId": "A-17"}
+
+    def qty() -> int:
+        conn = sqlite3.connect(path)
+        try:
+            return conn.execute("SELECT qty FROM stock").fetchone()[0]
+        finally:
+            conn.close()
+
+    with RochallorServer() as server:
+        args = ["--engine", "rochallor", "--url", server.url, "--task-name", "execute_sql", "--poll-interval", "20"]
+        with WorkerProcess(args, env, tmp_path / "w.log") as worker:
+            assert "execute_sql" in worker.wait_started()
+            first = server.add_job("execute_sql", decrement, instanceId="instance-order-17", stepId="reserve")
+            kind, body = wait_for_job(server, first)
+            assert kind == "complete", body
+            assert body["variables"]["sqlResult"]["replayed"] is False and qty() == 9
+            # The engine runs the same step of the same instance again (its result was lost).
+            retry = server.add_job("execute_sql", decrement, instanceId="instance-order-17", stepId="reserve")
+            kind, body = wait_for_job(server, retry)
+            assert kind == "complete" and body["variables"]["sqlResult"]["replayed"] is True
+            assert qty() == 9, "the retried step wrote again"
+            # query_sql on the same connection still cannot write.
+            refused = server.add_job("query_sql", {"connection": "shop", "query": "DELETE FROM stock"})
+            kind, body = wait_for_job(server, refused)
+            assert kind == "fail" and body["retryable"] is False and qty() == 9
+            # Another step writes.
+            other = server.add_job("execute_sql", decrement, instanceId="instance-order-17", stepId="reserve-again")
+            assert wait_for_job(server, other)[1]["variables"]["sqlResult"]["replayed"] is False and qty() == 8

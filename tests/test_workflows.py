@@ -151,3 +151,48 @@ def test_register_says_when_the_server_is_unreachable(monkeypatch):
     result = CliRunner().invoke(cli, ["register"])
     assert result.exit_code != 0
     assert f"cannot reach the Conductor server at {url}" in result.output
+
+
+WRITES = ROOT / "workflows" / "writes"
+
+
+@pytest.fixture
+def shop(data_dir, monkeypatch):
+    from sqladapter import ledger
+    from sqladapter.runtime import Runtime
+
+    monkeypatch.setenv("SQLADAPTER_CONNECTION_SHOP", str(data_dir / "shop.db"))
+    monkeypatch.setenv("SQLADAPTER_CONNECTION_SHOP_WRITABLE", "1")
+    with Runtime() as runtime:
+        seed(connection="shop", dataset="all", runtime=runtime)
+        ledger.init(runtime, "shop")
+    return data_dir / "shop.db"
+
+
+@pytest.mark.parametrize("path", sorted(WRITES.glob("*.json")), ids=lambda p: p.name)
+def test_the_write_examples_round_trip_and_are_not_registered_by_default(path):
+    assert type(check_workflow(json.loads(path.read_text()), source=path.name)).__name__ == "WorkflowDef"
+    assert path not in workflow_files()
+
+
+def test_the_ship_order_example_reads_then_updates_exactly_one_row(shop):
+    import sqlite3
+
+    conn = sqlite3.connect(shop)
+    with conn:
+        paid = conn.execute("SELECT id FROM orders WHERE status = 'paid' ORDER BY id LIMIT 1").fetchone()[0]
+    run = run_workflow(WRITES / "ship_order.json", {"order_id": paid}, task_names=["execute_sql"])
+    assert run.status == "COMPLETED", run.to_dict()
+    assert run.output["shipped"] == 1 and run.output["replayed"] is False and run.output["order"]["status"] == "paid"
+    assert conn.execute("SELECT status FROM orders WHERE id = ?", (paid,)).fetchone() == ("shipped",)
+    # Run again: the order is no longer paid, so the expected count fails the write and nothing changes.
+    again = run_workflow(WRITES / "ship_order.json", {"order_id": paid}, task_names=["execute_sql"])
+    assert again.status == "FAILED" and again.error["type"] == "unexpected_row_count"
+    conn.close()
+
+
+def test_the_import_people_example_inserts_a_batch(shop):
+    people = [{"name": f"N{i}", "surname": "Batch", "birth_date": "2000-01-01", "zip_code": "99999"} for i in range(500)]
+    run = run_workflow(WRITES / "import_people.json", {"people": people}, task_names=["execute_sql"])
+    assert run.status == "COMPLETED", run.to_dict()
+    assert run.output == {"inserted": 500, "people": 505}

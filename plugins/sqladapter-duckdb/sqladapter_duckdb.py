@@ -21,6 +21,7 @@ import duckdb
 from sqladapter import (
     BulkLoader,
     ConnectionConfigError,
+    ConstraintViolationError,
     DatabaseUnavailableError,
     Dialect,
     LockTimeoutError,
@@ -31,7 +32,7 @@ from sqladapter import (
     hookimpl,
     jsontypes,
 )
-from sqladapter.error_rules import READ_ONLY, TIME_LIMIT, ErrorRule
+from sqladapter.error_rules import CONSTRAINT, READ_ONLY, TIME_LIMIT, ErrorRule
 
 # The allowlist comes from DuckDB's catalog (duckdb_functions()): built-in scalar, aggregate
 # and window functions whose stability is not VOLATILE, and built-in macros, minus
@@ -105,19 +106,13 @@ _READ_ONLY = f"{READ_ONLY}, without access to files, URLs or extensions"
 _REINTERRUPT_SECONDS = 0.01
 # Threads that run queries (see DuckDB.fetch); one stays busy for each query given up on.
 _RUNNER_THREADS = 32
+# connection.info key: the session (a duplicate connection) the query in hand runs on.
+_SESSION = "sqladapter.duckdb.session"
 
 
 def _close_quietly(session: Any) -> None:
     with contextlib.suppress(Exception):
         session.close()
-
-
-def _interrupter(connection: Any) -> Callable[[int], None]:
-    def interrupt(_stage: int) -> None:
-        with contextlib.suppress(Exception):
-            connection.interrupt()
-
-    return interrupt
 
 
 # -- values: DuckDB's types by the JSON contract ---------------------------------------------
@@ -281,12 +276,15 @@ class DuckDB(Dialect):
     extensions = (".duckdb", ".ddb")
     grammar = "duckdb"
     paramstyles = ("qmark",)
+    # A file open read-only in this process cannot be opened read-write beside it.
+    one_mode_per_file = True
     driver_errors = (duckdb.Error,)
     error_rules = (
         ErrorRule(QueryTimeoutError, TIME_LIMIT, types=(duckdb.InterruptException,)),
         ErrorRule(PermissionDeniedError, _READ_ONLY, types=(duckdb.PermissionException,)),
         ErrorRule(PermissionDeniedError, _READ_ONLY, phrases=("read-only mode", "configuration has been locked")),
         ErrorRule(LockTimeoutError, types=(duckdb.TransactionException,), phrases=("conflict",)),
+        ErrorRule(ConstraintViolationError, CONSTRAINT, types=(duckdb.ConstraintException,)),
         ErrorRule(DatabaseUnavailableError, types=(duckdb.IOException, duckdb.ConnectionException, duckdb.FatalException)),
         ErrorRule(QueryError, "select fewer rows or columns, or aggregate in the query", types=(duckdb.OutOfMemoryException,)),
         ErrorRule(QueryError),
@@ -353,15 +351,32 @@ class DuckDB(Dialect):
             cursor.close()
         return frozenset((names - EXCLUDED_FUNCTIONS) | (REVIEWED_FUNCTIONS & every) | (TABLE_FUNCTIONS & table_functions))
 
+    def begin_write(self, connection, limits):
+        # DuckDB's connections autocommit each statement: a write's statements and its ledger
+        # record need a transaction of their own.
+        connection.dbapi_connection.execute("BEGIN TRANSACTION")
+
     def thread_may_keep(self, connection):
         # Statements autocommit, the database is read-only, and each task has a session of its
-        # own (see time_limit): nothing is left to undo.
+        # own (see fetch): nothing is left to undo.
         return True
 
     @contextlib.contextmanager
     def time_limit(self, connection, limits) -> Iterator[None]:
-        # fetch interrupts the query at the deadline (DuckDB has no statement timeout of its own).
-        yield
+        # DuckDB has no statement timeout: the watchdog interrupts whatever runs on this
+        # connection at the deadline, the task's own session (see fetch) or, for a write, the
+        # connection itself.
+        raw, info = connection.dbapi_connection, connection.info
+
+        def interrupt(_stage: int) -> None:
+            with contextlib.suppress(Exception):
+                (info.get(_SESSION) or raw).interrupt()
+
+        token, _ = self._watchdog.watch(limits.deadline, interrupt, every=_REINTERRUPT_SECONDS, stages=None, inline=True)
+        try:
+            yield
+        finally:
+            self._watchdog.release(token)
         if time.monotonic() > limits.deadline:
             # An answer that came after the limit (the call did not look at the interrupt) is
             # reported as the limit, as it would have been had the query been stopped.
@@ -373,9 +388,7 @@ class DuckDB(Dialect):
         # the next task, whatever got past the guard. It shares the database and its locked
         # configuration, and costs about 3 us.
         session = connection.dbapi_connection.duplicate()
-        token, _ = self._watchdog.watch(
-            limits.deadline, _interrupter(session), every=_REINTERRUPT_SECONDS, stages=None, inline=True
-        )
+        connection.info[_SESSION] = session
         # DuckDB runs a query inside the worker's process, and some work (list_sort over tens of
         # millions of elements) happens inside one call that interrupt() cannot stop. So the
         # query runs on a thread of its own, and the task gives up waiting two grace periods
@@ -387,22 +400,18 @@ class DuckDB(Dialect):
         future = self._runner.submit(self.execute_and_fetch, session, sql, params, limits)
         wait = max(0.0, limits.deadline - time.monotonic()) + 2 * deadlines.GRACE_SECONDS
         try:
-            result = future.result(timeout=wait)
+            return future.result(timeout=wait)
         except concurrent.futures.TimeoutError:
-            self._watchdog.release(token)
+            connection.info.pop(_SESSION, None)
             future.add_done_callback(lambda _: _close_quietly(session))
             self.give_up(connection, future)
             raise QueryTimeoutError(
                 "duckdb: the query ran past its time limit inside one call that DuckDB does not interrupt; "
                 "the worker stopped waiting for it. Make the query cheaper (smaller lists, fewer rows) or raise timeout_ms"
             ) from None
-        except BaseException:
-            self._watchdog.release(token)
-            _close_quietly(session)
-            raise
-        self._watchdog.release(token)
-        _close_quietly(session)
-        return result
+        finally:
+            if connection.info.pop(_SESSION, None) is session:  # finished: not left to a call still running
+                _close_quietly(session)
 
     def column_type(self, column, sample):
         return str(column[1])

@@ -25,6 +25,7 @@ from pymysql.cursors import SSCursor
 from sqladapter import (
     BulkLoader,
     ConnectionConfigError,
+    ConstraintViolationError,
     DatabaseUnavailableError,
     Dialect,
     LockTimeoutError,
@@ -34,7 +35,7 @@ from sqladapter import (
     hookimpl,
     jsontypes,
 )
-from sqladapter.error_rules import CONNECTION_OPTION, CREDENTIALS, DATABASE_NAME, READ_ONLY, TIME_LIMIT, ErrorRule
+from sqladapter.error_rules import CONNECTION_OPTION, CONSTRAINT, CREDENTIALS, DATABASE_NAME, READ_ONLY, TIME_LIMIT, ErrorRule
 
 # The functions a query may call. MySQL and MariaDB keep no catalog of their built-in functions
 # that says which have side effects, so this list is curated: string, number, date, JSON,
@@ -89,6 +90,10 @@ _UNAVAILABLE = frozenset({1040, 1053, 1081, 1152, 1158, 1159, 1160, 1161, 1927, 
 _LOCKS = frozenset({1205, 1213})
 _TIME_LIMIT = frozenset({3024, 1969, 1317, 1028})
 _UNKNOWN_DATABASE = 1049
+# Duplicate key, foreign key (parent missing, child rows present), NULL into NOT NULL, no
+# default, CHECK constraints (MySQL's 3819, MariaDB's 4025): the server's message names the
+# key or constraint.
+_CONSTRAINTS = frozenset({1062, 1586, 1451, 1452, 1216, 1217, 1048, 1364, 3819, 4025})
 # Client-side errors are 2000-2999. The numbers past those are newer servers' own errors about
 # the query (MySQL's 3xxx, MariaDB's 4xxx: MariaDB's 4078 for `1 + POINT(1, 1)`), which running
 # the same query again cannot mend.
@@ -186,6 +191,9 @@ class MySQL(Dialect):
     grammar = "mysql"
     paramstyles = ("pyformat",)
     functions = FUNCTIONS
+    # INSERT ... ON DUPLICATE KEY UPDATE b = VALUES(b) (MariaDB also spells it VALUE(b)): the
+    # row being inserted, not a function with effects.
+    write_functions = frozenset({"values", "value"})
     # Only how long to wait for the server: the rest (init_command, local_infile,
     # read_default_file, client_flag, ...) would let task input configure the session.
     inline_url_options = frozenset({"connect_timeout"})
@@ -195,6 +203,7 @@ class MySQL(Dialect):
         ErrorRule(PermissionDeniedError, READ_ONLY, codes=_READ_ONLY),
         ErrorRule(QueryTimeoutError, TIME_LIMIT, codes=_TIME_LIMIT),
         ErrorRule(LockTimeoutError, codes=_LOCKS),
+        ErrorRule(ConstraintViolationError, CONSTRAINT, codes=_CONSTRAINTS),
         ErrorRule(ConnectionConfigError, DATABASE_NAME, codes=(_UNKNOWN_DATABASE,)),
         ErrorRule(DatabaseUnavailableError, codes=_UNAVAILABLE),
         ErrorRule(DatabaseUnavailableError, types=(pymysql.err.InterfaceError,)),
@@ -229,6 +238,25 @@ class MySQL(Dialect):
         if read_only:
             with dbapi_connection.cursor() as cursor:
                 cursor.execute("SET SESSION TRANSACTION READ ONLY")
+
+    def begin_write(self, connection, limits):
+        # A write's session, set at its start in one round trip: the lexing settings the
+        # canonical text relies on, the time limit (MariaDB's covers every statement; MySQL's
+        # only SELECT, so there the lock wait limit and the socket backstop bound a write),
+        # and lock waits no longer than the task's own limit.
+        dbapi_connection = connection.dbapi_connection
+        info = connection.info
+        mariadb = info.get(_MARIADB)
+        if mariadb is None:
+            mariadb = info[_MARIADB] = "mariadb" in dbapi_connection.get_server_info().lower()
+        timeout_ms = limits.timeout_ms
+        limit = f"max_statement_time = {timeout_ms / 1000:.3f}" if mariadb else f"max_execution_time = {int(timeout_ms)}"
+        lock_wait = max(1, -(-int(timeout_ms) // 1000))
+        pinned = _PINNED_SETTINGS.replace("autocommit = 1", "autocommit = 0")
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(
+                f"SET SESSION {limit}, innodb_lock_wait_timeout = {lock_wait}, sql_select_limit = DEFAULT, {pinned}"
+            )
 
     def thread_may_keep(self, connection):
         # Read-only engines autocommit, so no transaction stays open; the session variables

@@ -33,11 +33,13 @@ from psycopg.types.datetime import DateLoader, IntervalLoader, TimestampLoader, 
 from sqladapter import (
     BulkLoader,
     ConnectionConfigError,
+    ConstraintViolationError,
     DatabaseUnavailableError,
     Dialect,
     InputError,
     Limits,
     LockTimeoutError,
+    NotDmlError,
     NotReadOnlyError,
     PermissionDeniedError,
     QueryError,
@@ -46,7 +48,7 @@ from sqladapter import (
     hookimpl,
     jsontypes,
 )
-from sqladapter.error_rules import CONNECTION_OPTION, CREDENTIALS, DATABASE_NAME, READ_ONLY, TIME_LIMIT, ErrorRule
+from sqladapter.error_rules import CONNECTION_OPTION, CONSTRAINT, CREDENTIALS, DATABASE_NAME, READ_ONLY, TIME_LIMIT, ErrorRule
 
 log = logging.getLogger("sqladapter.postgresql")
 
@@ -123,6 +125,12 @@ _READ_NODES = frozenset(
     JsonKeyValue JsonOutput JsonReturning JsonFormat JsonIsPredicate JsonParseExpr JsonScalarExpr
     JsonSerializeExpr JsonFuncExpr JsonBehavior JsonArgument
     """.split()
+)
+# What an execute_sql statement may be made of: one of _WRITE_ROOTS, as the root only (no
+# INSERT inside a CTE), and the read nodes plus these statements' own clauses.
+_WRITE_ROOTS = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
+_WRITE_NODES = _READ_NODES | _WRITE_ROOTS | frozenset(
+    "OnConflictClause InferClause IndexElem MergeWhenClause MultiAssignRef SetToDefault ReturningClause ReturningOption".split()
 )
 # BETWEEN and its variants name no operator in the raw tree; the server rewrites them to >= and <=.
 _BETWEEN = frozenset(
@@ -313,6 +321,13 @@ def _check_call(qualified: Any, allowed: frozenset[str], what: str) -> None:
         )
 
 
+def _check_write_call(qualified: Any, allowed: frozenset[str], what: str) -> None:
+    try:
+        _check_call(qualified, allowed, what)
+    except NotReadOnlyError as exc:
+        raise NotDmlError(exc.message.replace("in a query", "in execute_sql")) from None
+
+
 def _kind(node: Any) -> str:
     return type(node).__name__.removesuffix("Stmt").upper() or "statement"
 
@@ -336,6 +351,9 @@ class PostgreSQL(Dialect):
         ErrorRule(PermissionDeniedError, CREDENTIALS, code_prefixes=("28",), codes=_ACCESS_STATES),
         ErrorRule(ConnectionConfigError, DATABASE_NAME, codes=(_UNKNOWN_DATABASE,)),
         ErrorRule(LockTimeoutError, code_prefixes=("40",), codes=_LOCK_STATES),
+        # Class 23: a unique, foreign key, not-null, check or exclusion constraint; the server's
+        # message names the constraint.
+        ErrorRule(ConstraintViolationError, CONSTRAINT, code_prefixes=("23",)),
         ErrorRule(DatabaseUnavailableError, code_prefixes=("08",), codes=_UNAVAILABLE_STATES),
         # Failures to connect carry no SQLSTATE (codes None): known by libpq's and the server's words.
         ErrorRule(ConnectionConfigError, CONNECTION_OPTION, codes=(None,), phrases=_CONFIG_PHRASES),
@@ -362,6 +380,12 @@ class PostgreSQL(Dialect):
         return frozenset(functions | (REVIEWED_FUNCTIONS & catalog.keys()) | operators)
 
     def compile(self, sql, allowed):
+        return self._compile(sql, allowed, write=False)
+
+    def compile_write(self, sql, allowed):
+        return self._compile(sql, allowed, write=True)
+
+    def _compile(self, sql: str, allowed: frozenset[str], *, write: bool) -> guard.Checked:
         guard.check_nesting(sql)
         tokens = _scan(sql)
         guard.check_characters(sql, ((t.start, t.end + 1) for t in tokens if _quoted(t, sql)))
@@ -384,7 +408,10 @@ class PostgreSQL(Dialect):
             raise InputError("write parameters as :name (with an object) or ? (with a list), not $1")
         marked = _replace(sql, spans, marks)
         tree = _parse(marked)
-        guard.check(self, tree, allowed)
+        if write:
+            guard.check_write(self, tree, allowed)
+        else:
+            guard.check(self, tree, allowed)
         try:
             # pglast's printer and its tree comparison recurse once per level, as its parser does.
             canonical = RawStream()(tree)
@@ -400,6 +427,9 @@ class PostgreSQL(Dialect):
         if sorted(name for *_, name in written) != sorted(by_number[m] for m in marks):
             raise QueryError("unsupported placeholder syntax: use :name (with an object) or ? (with a list)")
         statement = tree[0].stmt
+        if write:
+            returning = bool(getattr(statement, "returningClause", None) or getattr(statement, "returningList", None))
+            return guard.Checked(canonical, tuple(written), style, False, returning)
         limitable = (
             isinstance(statement, pg_ast.SelectStmt)
             and statement.limitCount is None
@@ -435,6 +465,28 @@ class PostgreSQL(Dialect):
             elif kind == "A_Expr" and node.kind not in _BETWEEN:
                 _check_call(node.name, allowed, "operator")
 
+    def check_write_tree(self, tree, allowed):
+        if len(tree) != 1:
+            raise NotDmlError(f"the statement holds {len(tree)} statements; give one per entry of statements")
+        statement = tree[0].stmt
+        if type(statement).__name__ not in _WRITE_ROOTS:
+            raise NotDmlError(
+                f"execute_sql runs one INSERT, UPDATE, DELETE or MERGE (upserts included), got {_kind(statement)}; "
+                "DDL is not run by tasks, and queries go to query_sql"
+            )
+        for node in _walk(statement):
+            kind = type(node).__name__
+            if kind not in _WRITE_NODES:
+                raise NotDmlError(f"the statement contains {_kind(node)}, which is not accepted in execute_sql")
+            if kind in _WRITE_ROOTS and node is not statement:
+                raise NotDmlError(f"the statement contains a nested {_kind(node)}: give each write as its own statement")
+            if kind == "SelectStmt" and (node.intoClause is not None or node.lockingClause):
+                raise NotDmlError("the statement contains SELECT INTO or a locking clause, which is not accepted")
+            elif kind == "FuncCall":
+                _check_write_call(node.funcname, allowed, "function")
+            elif kind == "A_Expr" and node.kind not in _BETWEEN:
+                _check_write_call(node.name, allowed, "operator")
+
     # -- engines ---------------------------------------------------------------------------------
 
     def engine_options(self, url, *, read_only):
@@ -460,6 +512,18 @@ class PostgreSQL(Dialect):
             # every query in BEGIN READ ONLY, which no statement inside can undo.
             dbapi_connection.autocommit = False
             dbapi_connection.read_only = True
+
+    def begin_write(self, connection, limits):
+        # The read-write engine's connections are in a transaction from the first statement on
+        # (time_limit's SET LOCAL begins it): the lexing settings the canonical text relies on
+        # are pinned for this transaction alone.
+        connection.dbapi_connection.execute(
+            "SET LOCAL standard_conforming_strings = on; SET LOCAL backslash_quote = safe_encoding"
+        )
+
+    def write_cursor(self, connection):
+        # The canonical SQL writes parameters as $1, $2: bound by the server, as for queries.
+        return psycopg.RawCursor(connection.dbapi_connection)
 
     def thread_may_keep(self, connection):
         # In autocommit no transaction outlives a query; fetch closes its cursor and stream.

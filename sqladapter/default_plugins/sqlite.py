@@ -14,7 +14,7 @@ from sqlalchemy.pool import QueuePool
 
 from .. import errors
 from ..dialect import Dialect
-from ..error_rules import READ_ONLY, TIME_LIMIT, ErrorRule
+from ..error_rules import CONSTRAINT, READ_ONLY, TIME_LIMIT, ErrorRule
 from ..hookspecs import hookimpl
 
 # Authorizer actions a read-only query never needs. Everything else (SELECT, READ, FUNCTION
@@ -203,6 +203,7 @@ class SQLite(Dialect):
         ErrorRule(errors.DatabaseUnavailableError, phrases=("unable to open",)),
         ErrorRule(errors.QueryError, "the file is not a usable SQLite database", codes=("SQLITE_NOTADB", "SQLITE_CORRUPT")),
         ErrorRule(errors.NotReadOnlyError, "send exactly one statement", phrases=("one statement at a time",)),
+        ErrorRule(errors.ConstraintViolationError, CONSTRAINT, types=(sqlite3.IntegrityError,)),
         ErrorRule(errors.QueryError),
     )
 
@@ -230,7 +231,9 @@ class SQLite(Dialect):
                 conn.setlimit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, _MAX_PATTERN_BYTES)
                 conn.create_function("instr", 2, _instr, deterministic=True)
             else:
-                conn = sqlite3.connect(path, check_same_thread=False)
+                conn = sqlite3.connect(path, check_same_thread=False, timeout=_BUSY_TIMEOUT_S)
+                # Writes keep the foreign keys the schema declares, which SQLite checks only when asked.
+                conn.execute("PRAGMA foreign_keys = ON")
             return conn
 
         # A local file needs no pre-ping; keep enough connections for a worker's threads.
@@ -254,6 +257,12 @@ class SQLite(Dialect):
             deadline = installed[1]
         deadline.seconds = limits.timeout_ms / 1000
         return deadline
+
+    def begin_write(self, connection, limits):
+        # The write lock at the start, not at the first write: the ledger lookup and the
+        # statements then see one state of the file, and a second writer waits here (up to the
+        # busy timeout, then a retryable lock error) instead of failing halfway through.
+        connection.dbapi_connection.execute("BEGIN IMMEDIATE")
 
     def column_type(self, column, sample):
         return _STORAGE_CLASSES.get(type(sample)) or super().column_type(column, sample)

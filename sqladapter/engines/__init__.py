@@ -12,3 +12,6 @@ status. The query path never imports an engine.
 
 #: The task type every engine serves; `--task-name` adds aliases.
 TASK_NAME = "query_sql"
+#: The write task type, served only when asked for (`--task-name execute_sql`); never an alias
+#: of TASK_NAME: only a task of exactly this type writes.
+WRITE_TASK_NAME = "execute_sql"

@@ -38,12 +38,12 @@ from conductor.client.http.models.task_result_status import TaskResultStatus
 from conductor.client.worker.worker import Worker
 from conductor.client.worker.worker_config import resolve_worker_config
 
-from .. import logs, metrics, tracing
+from .. import execute, logs, metrics, tracing
 from ..errors import SqlAdapterError, redact
 from ..query import INPUT_FIELDS
 from ..runtime import Runtime, default
 from ..settings import Settings
-from . import TASK_NAME, conductor_sdk
+from . import TASK_NAME, WRITE_TASK_NAME, conductor_sdk
 
 log = logging.getLogger("sqladapter.worker")
 
@@ -88,8 +88,33 @@ def execute_query_task(task: Task) -> TaskResult:
     return run_task(default(), task)
 
 
+def execute_write_task(task: Task) -> TaskResult:
+    """Run an `execute_sql` task on the process's default Runtime (the SDK's worker function)."""
+    return run_task(default(), task)
+
+
+def idempotency_key(task: Task) -> str:
+    """The default idempotency key of a write task: its workflow, its reference name, its loop iteration.
+
+    Conductor keeps all three when it retries a task (a new task id, the same reference), and
+    when a workflow is restarted or rerun under the same workflow id: the write then replays.
+    """
+    key = f"conductor:{task.workflow_instance_id}:{task.reference_task_name}"
+    if task.iteration:
+        key += f":{task.iteration}"
+    return key
+
+
+def _is_write(task: Task) -> bool:
+    return (task.task_def_name or task.task_type) == WRITE_TASK_NAME
+
+
 def run_task(runtime: Runtime, task: Task) -> TaskResult:
-    """Run a `query_sql` task: COMPLETED with the query output, else FAILED or FAILED_WITH_TERMINAL_ERROR."""
+    """Run a `query_sql` task: COMPLETED with the query output, else FAILED or FAILED_WITH_TERMINAL_ERROR.
+
+    A task of type `execute_sql` (and only that type) runs as a write (`Runtime.execute`)
+    under its default idempotency key.
+    """
     if _process.observing or tracing.enabled():
         return _observed(runtime, task)
     return _execute(runtime, task, task_input(task.input_data))
@@ -146,7 +171,10 @@ def _record(runtime: Runtime, task: Task, name: str, query_input: dict[str, Any]
 def _execute(runtime: Runtime, task: Task, query_input: dict[str, Any]) -> TaskResult:
     result = TaskResult(task_id=task.task_id, workflow_instance_id=task.workflow_instance_id, worker_id=task.worker_id)
     try:
-        output = runtime.run(query_input)
+        if _is_write(task):
+            output = runtime.execute(query_input, default_key=idempotency_key(task))
+        else:
+            output = runtime.run(query_input)
     except SqlAdapterError as exc:
         return failed_result(result, exc)
     except Exception:
@@ -165,6 +193,8 @@ def _execute(runtime: Runtime, task: Task, query_input: dict[str, Any]) -> TaskR
         return result
     result.status = TaskResultStatus.COMPLETED
     result.output_data = output
+    if output.get("replayed"):
+        _log(result, "replayed: this write was committed by an earlier run of the task; its stored output is returned")
     if output.get("truncated"):
         _log(
             result,
@@ -201,6 +231,22 @@ def task_definition(name: str = TASK_NAME, owner_email: str = DEFAULT_OWNER_EMAI
     # worker dead before that query has had the chance to finish and report.
     response_timeout = int(settings.max_timeout_ms / 1000) + 30
     retry_count = 3
+    if name == WRITE_TASK_NAME:
+        return TaskDef(
+            name=name,
+            description="Run checked INSERT/UPDATE/DELETE statements in one transaction, exactly once per task (sqladapter)",
+            owner_email=owner_email,
+            retry_count=retry_count,
+            retry_logic="EXPONENTIAL_BACKOFF",
+            retry_delay_seconds=1,
+            backoff_scale_factor=2,
+            response_timeout_seconds=response_timeout,
+            timeout_seconds=(retry_count + 1) * response_timeout + 5 * (2**retry_count),
+            timeout_policy="TIME_OUT_WF",
+            input_keys=sorted(execute.INPUT_FIELDS),
+            output_keys=["rowsAffected", "statements", "columns", "rows", "rowCount", "truncated", "replayed", "dialect",
+                         "elapsedMs", "error"],
+        )
     return TaskDef(
         name=name,
         description="Run one parameterized, read-only SQL query and return JSON rows (sqladapter)",
@@ -297,10 +343,10 @@ def make_worker(
     register: bool = False,
     owner_email: str = DEFAULT_OWNER_EMAIL,
 ) -> QueryWorker:
-    """A worker serving task type `name` with the query_sql function."""
+    """A worker serving task type `name`: the query_sql function, or the write one for execute_sql."""
     return QueryWorker(
         task_definition_name=name,
-        execute_function=execute_query_task,
+        execute_function=execute_write_task if name == WRITE_TASK_NAME else execute_query_task,
         poll_interval=poll_interval_ms,
         domain=domain,
         worker_id=worker_id,

@@ -23,10 +23,11 @@ from workflow_sdk.errors import NonRetryableError
 from workflow_sdk.handler.registry import HandlerRegistry
 from workflow_sdk.runner.runner import Runner
 
+from .. import execute
 from ..errors import SqlAdapterError, redact
 from ..query import INPUT_FIELDS
 from ..runtime import Runtime, default
-from . import TASK_NAME
+from . import TASK_NAME, WRITE_TASK_NAME
 
 log = logging.getLogger("sqladapter.worker")
 
@@ -38,22 +39,35 @@ class RetryableQueryError(Exception):
     """A query failure the engine should retry (database down, timeout, lock)."""
 
 
-def job_input(variables: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The run_query input among a job's variables: the query fields, nothing else."""
+def job_input(variables: Mapping[str, Any] | None, fields: frozenset[str] = INPUT_FIELDS) -> dict[str, Any]:
+    """The run_query (or execute_sql) input among a job's variables: those fields, nothing else."""
     # A job sees all of its instance's variables (other steps' results included), so
     # unknown keys are expected here and are left out rather than refused.
-    return {key: value for key, value in (variables or {}).items() if key in INPUT_FIELDS}
+    return {key: value for key, value in (variables or {}).items() if key in fields}
+
+
+def idempotency_key(job: Mapping[str, Any]) -> str:
+    """The default idempotency key of a write job: its workflow instance and its step.
+
+    The engine hands a step's job out again (a lease that expired, a retry) under the same
+    instance and step, so the write then replays instead of running twice.
+    """
+    return f"rochallor:{job.get('instanceId')}:{job.get('stepId')}"
 
 
 def make_handler(
-    result_variable: str = DEFAULT_RESULT_VARIABLE, runtime: Runtime | None = None
+    result_variable: str = DEFAULT_RESULT_VARIABLE, runtime: Runtime | None = None, *, write: bool = False
 ) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """A job handler running the job's query on `runtime` (the default one if none) and
-    returning {result_variable: output}."""
+    returning {result_variable: output}; with `write`, the execute_sql handler instead."""
 
     def query_sql(job: dict[str, Any]) -> dict[str, Any]:
         try:
-            output = (runtime or default()).run(job_input(job.get("variables")))
+            if write:
+                fields = job_input(job.get("variables"), execute.INPUT_FIELDS)
+                output = (runtime or default()).execute(fields, default_key=idempotency_key(job))
+            else:
+                output = (runtime or default()).run(job_input(job.get("variables")))
         except SqlAdapterError as exc:
             message = f"{exc.type}: {redact(exc.message)}"
             if exc.retryable:
@@ -119,7 +133,8 @@ def serve(
     handlers = HandlerRegistry()
     handler = make_handler(result_variable, runtime)
     for name in task_names or [TASK_NAME]:
-        handlers.register(name, handler)
+        # Only a job of exactly the write type writes; every other name is a query alias.
+        handlers.register(name, make_handler(result_variable, runtime, write=True) if name == WRITE_TASK_NAME else handler)
     worker_id = worker_id or socket.gethostname()
     client = RestEngineClient(url)
     runner = DrainingRunner(
