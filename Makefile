@@ -25,9 +25,10 @@ demo: install
 test: install-test
 	$(BIN)/python -m pytest
 
-# ruff's checks and mypy on the package and the plugins (CI runs this before the tests).
+# ruff's checks and format, and mypy, on the package and the plugins (CI runs this before the tests).
 lint: install-test
 	$(BIN)/ruff check sqladapter plugins
+	$(BIN)/ruff format --check sqladapter plugins
 	$(BIN)/mypy
 
 # Ratios against baselines measured in the same run; writes benchmarks/results.md.

@@ -39,13 +39,15 @@ if TYPE_CHECKING:
     from .runtime import Runtime, run_query
 
 # Public names that are imported when first asked for, and the module that defines each.
-_LAZY = MappingProxyType({
-    "BulkLoader": ".dialect",
-    "Dialect": ".dialect",
-    "Limits": ".dialect",
-    "Runtime": ".runtime",
-    "run_query": ".runtime",
-})
+_LAZY = MappingProxyType(
+    {
+        "BulkLoader": ".dialect",
+        "Dialect": ".dialect",
+        "Limits": ".dialect",
+        "Runtime": ".runtime",
+        "run_query": ".runtime",
+    }
+)
 
 
 def __getattr__(name: str) -> Any:

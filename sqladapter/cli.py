@@ -42,8 +42,9 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 
 
 @click.group()
-@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
-              help="Show the version and exit.")
+@click.option(
+    "--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version, help="Show the version and exit."
+)
 def cli() -> None:
     """Run parameterized, read-only SQL as a workflow task, and serve it to workflow engines."""
 
@@ -63,7 +64,9 @@ def _connection_input(connection: str) -> dict[str, str]:
 @click.option("--max-rows", type=int, help="Return at most this many rows (default 1000).")
 @click.option("--timeout-ms", type=int, help="Stop the query after this many milliseconds (default 30000).")
 @click.option("--shape", type=click.Choice(["objects", "arrays"]), help="Rows as objects (default) or arrays.")
-@click.option("--fetch", type=click.Choice(["rows", "one", "value"]), help="All rows (default), the first row, or its first value.")
+@click.option(
+    "--fetch", type=click.Choice(["rows", "one", "value"]), help="All rows (default), the first row, or its first value."
+)
 def query(connection, sql, params, params_json, max_rows, timeout_ms, shape, fetch) -> None:
     """Run SQL against CONNECTION and print the output JSON.
 
@@ -123,12 +126,22 @@ def _expected_rows(text: str | None) -> Any:
 @click.argument("sql", nargs=-1, required=True)
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Bind :NAME to VALUE (a string).")
 @click.option("--params", "params_json", metavar="JSON", help="Parameters as JSON: an object for :name, a list for ?.")
-@click.option("--parameter-sets", "sets_json", metavar="JSON",
-              help="A JSON list of parameter objects (or lists): the statement runs once per set, as one batch.")
-@click.option("--expected-rows", metavar="N|MIN:MAX",
-              help="Roll back and fail unless the rows changed are exactly N, or MIN to MAX (MIN: for at least MIN).")
-@click.option("--idempotency-key", metavar="KEY",
-              help="Commit KEY with the write in the ledger; the same KEY again prints the stored output, replayed.")
+@click.option(
+    "--parameter-sets",
+    "sets_json",
+    metavar="JSON",
+    help="A JSON list of parameter objects (or lists): the statement runs once per set, as one batch.",
+)
+@click.option(
+    "--expected-rows",
+    metavar="N|MIN:MAX",
+    help="Roll back and fail unless the rows changed are exactly N, or MIN to MAX (MIN: for at least MIN).",
+)
+@click.option(
+    "--idempotency-key",
+    metavar="KEY",
+    help="Commit KEY with the write in the ledger; the same KEY again prints the stored output, replayed.",
+)
 @click.option("--timeout-ms", type=int, help="Stop the write after this many milliseconds (default 30000).")
 @click.option("--max-rows", type=int, help="Return at most this many RETURNING rows (default 1000).")
 def execute(connection, sql, params, params_json, sets_json, expected_rows, idempotency_key, timeout_ms, max_rows) -> None:
@@ -156,8 +169,14 @@ def execute(connection, sql, params, params_json, sets_json, expected_rows, idem
             raise click.UsageError("parameters go with a single statement; for several, run one per command")
         task_input["statements"] = list(sql)
         optional = {}
-    optional.update({"expected_rows": _expected_rows(expected_rows), "idempotency_key": idempotency_key,
-                     "timeout_ms": timeout_ms, "max_rows": max_rows})
+    optional.update(
+        {
+            "expected_rows": _expected_rows(expected_rows),
+            "idempotency_key": idempotency_key,
+            "timeout_ms": timeout_ms,
+            "max_rows": max_rows,
+        }
+    )
     task_input.update({k: v for k, v in optional.items() if v is not None})
     try:
         _print_json(default().execute(task_input))
@@ -193,8 +212,12 @@ def ledger_init(connection: str) -> None:
 
 @ledger.command("prune")
 @click.argument("connection")
-@click.option("--older-than", type=click.IntRange(min=0), metavar="SECONDS",
-              help="Delete records older than this (default SQLADAPTER_LEDGER_TTL_SECONDS, 7 days).")
+@click.option(
+    "--older-than",
+    type=click.IntRange(min=0),
+    metavar="SECONDS",
+    help="Delete records older than this (default SQLADAPTER_LEDGER_TTL_SECONDS, 7 days).",
+)
 def ledger_prune(connection: str, older_than: int | None) -> None:
     """Delete expired records from the ledger on @CONNECTION; a retry after that runs the write again."""
     from . import ledger as ledgers
@@ -219,8 +242,13 @@ def plugins(include_builtins: bool) -> None:
 
 @cli.command()
 @click.argument("connection", required=False)
-@click.option("--dataset", type=click.Choice(["people", "orders", "all"]), default="people", show_default=True,
-              help="people, orders (seeds people first if missing), or both.")
+@click.option(
+    "--dataset",
+    type=click.Choice(["people", "orders", "all"]),
+    default="people",
+    show_default=True,
+    help="people, orders (seeds people first if missing), or both.",
+)
 @click.option("--rows", type=click.IntRange(min=1), help="Rows per table (default: 5 people, the tutorial's, and 20 orders).")
 @click.option("--random-seed", type=int, default=1, show_default=True, help="Same seed, same rows, on every database.")
 @click.option("--force", is_flag=True, help="Drop and recreate a table that already exists.")
@@ -248,8 +276,14 @@ def seed(connection: str | None, dataset: str, rows: int | None, random_seed: in
             bar.__exit__(None, None, None)
 
     try:
-        results = run_seed(**target, dataset=dataset, rows=rows, random_seed=random_seed, force=force,  # type: ignore[arg-type]
-                           progress=progress if show_bars else None)
+        results = run_seed(
+            **target,  # type: ignore[arg-type]
+            dataset=dataset,
+            rows=rows,
+            random_seed=random_seed,
+            force=force,
+            progress=progress if show_bars else None,
+        )
     except SqlAdapterError as exc:
         _fail(exc)
     finally:
@@ -267,41 +301,114 @@ def _task_names(extra: tuple[str, ...]) -> list[str]:
 
 
 @cli.command()
-@click.option("--engine", type=click.Choice(["conductor", "rochallor"]), default="conductor", show_default=True,
-              help="The workflow engine to serve.")
-@click.option("--task-name", "task_names", multiple=True, metavar="NAME",
-              help="Also serve task type NAME (repeatable); --task-name query_sqlite serves the tutorial's workflow, "
-                   "--task-name execute_sql serves writes.")
-@click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Conductor: tasks run at once per task name and worker process.")
-@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True, envvar="SQLADAPTER_PROCESSES",
-              show_envvar=True,
-              help="Conductor: worker processes per task name, each running --threads tasks at once; each "
-                   "process has its own interpreter lock, so more of them use more cores.")
+@click.option(
+    "--engine",
+    type=click.Choice(["conductor", "rochallor"]),
+    default="conductor",
+    show_default=True,
+    help="The workflow engine to serve.",
+)
+@click.option(
+    "--task-name",
+    "task_names",
+    multiple=True,
+    metavar="NAME",
+    help="Also serve task type NAME (repeatable); --task-name query_sqlite serves the tutorial's workflow, "
+    "--task-name execute_sql serves writes.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Conductor: tasks run at once per task name and worker process.",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    envvar="SQLADAPTER_PROCESSES",
+    show_envvar=True,
+    help="Conductor: worker processes per task name, each running --threads tasks at once; each "
+    "process has its own interpreter lock, so more of them use more cores.",
+)
 @click.option("--domain", help="Conductor: poll tasks of this domain only.")
-@click.option("--poll-interval", type=click.FloatRange(min=1), default=100, show_default=True, metavar="MS",
-              help="Milliseconds between polls (Conductor: when the queue is empty; Rochallor: between poll rounds).")
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=1),
+    default=100,
+    show_default=True,
+    metavar="MS",
+    help="Milliseconds between polls (Conductor: when the queue is empty; Rochallor: between poll rounds).",
+)
 @click.option("--register", is_flag=True, help="Conductor: register the task definition(s) at startup.")
-@click.option("--owner-email", default="sqladapter@example.com", show_default=True,
-              help="Conductor: ownerEmail of registered definitions (Conductor OSS requires one).")
-@click.option("--grace-period", type=click.FloatRange(min=0), default=30, show_default=True, metavar="SECONDS",
-              help="On SIGTERM/SIGINT, how long running tasks may take to finish.")
+@click.option(
+    "--owner-email",
+    default="sqladapter@example.com",
+    show_default=True,
+    help="Conductor: ownerEmail of registered definitions (Conductor OSS requires one).",
+)
+@click.option(
+    "--grace-period",
+    type=click.FloatRange(min=0),
+    default=30,
+    show_default=True,
+    metavar="SECONDS",
+    help="On SIGTERM/SIGINT, how long running tasks may take to finish.",
+)
 @click.option("--url", help="Rochallor: the engine's base URL.")
 @click.option("--worker-id", help="The worker's identity reported to the engine (default: host name).")
-@click.option("--parallelism", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Rochallor: jobs run at once.")
-@click.option("--result-variable", default="sqlResult", show_default=True,
-              help="Rochallor: the instance variable the output is stored under.")
-@click.option("--metrics-port", type=click.IntRange(min=0, max=65535), envvar="SQLADAPTER_METRICS_PORT",
-              show_envvar=True, metavar="PORT",
-              help="Conductor: serve Prometheus /metrics, /health and /ready on this port (0: any free port).")
-@click.option("--metrics-host", default="0.0.0.0", show_default=True, envvar="SQLADAPTER_METRICS_HOST",
-              show_envvar=True, help="Conductor: the address the metrics port listens on.")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              envvar="SQLADAPTER_LOG_FORMAT", show_envvar=True,
-              help="Conductor: json writes one JSON object per log line, and one line per task.")
-def worker(engine, task_names, threads, processes, domain, poll_interval, register, owner_email, grace_period, url, worker_id,
-           parallelism, result_variable, metrics_port, metrics_host, log_format) -> None:
+@click.option("--parallelism", type=click.IntRange(min=1), default=8, show_default=True, help="Rochallor: jobs run at once.")
+@click.option(
+    "--result-variable",
+    default="sqlResult",
+    show_default=True,
+    help="Rochallor: the instance variable the output is stored under.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    envvar="SQLADAPTER_METRICS_PORT",
+    show_envvar=True,
+    metavar="PORT",
+    help="Conductor: serve Prometheus /metrics, /health and /ready on this port (0: any free port).",
+)
+@click.option(
+    "--metrics-host",
+    default="0.0.0.0",
+    show_default=True,
+    envvar="SQLADAPTER_METRICS_HOST",
+    show_envvar=True,
+    help="Conductor: the address the metrics port listens on.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    envvar="SQLADAPTER_LOG_FORMAT",
+    show_envvar=True,
+    help="Conductor: json writes one JSON object per log line, and one line per task.",
+)
+def worker(
+    engine,
+    task_names,
+    threads,
+    processes,
+    domain,
+    poll_interval,
+    register,
+    owner_email,
+    grace_period,
+    url,
+    worker_id,
+    parallelism,
+    result_variable,
+    metrics_port,
+    metrics_host,
+    log_format,
+) -> None:
     """Serve query_sql tasks to a workflow engine until SIGTERM or Ctrl-C.
 
     Conductor (Conductor OSS, Orkes, Oracle MicroTx Workflows): the server and its auth come
@@ -324,9 +431,18 @@ def worker(engine, task_names, threads, processes, domain, poll_interval, regist
             from .engines import rochallor
         except ImportError as exc:
             raise click.ClickException(f"{exc}; install the extra: pip install 'sqladapter[rochallor]'") from None
-        sys.exit(rochallor.serve(url, names, worker_id=worker_id, parallelism=parallelism,
-                                 result_variable=result_variable, poll_interval=poll_interval / 1000,
-                                 grace_seconds=grace_period, announce=announce))
+        sys.exit(
+            rochallor.serve(
+                url,
+                names,
+                worker_id=worker_id,
+                parallelism=parallelism,
+                result_variable=result_variable,
+                poll_interval=poll_interval / 1000,
+                grace_seconds=grace_period,
+                announce=announce,
+            )
+        )
     if os.environ.get("CONDUCTOR_WORKER_ISOLATION", "").strip().lower() == "thread":
         raise click.UsageError(
             "CONDUCTOR_WORKER_ISOLATION=thread is not supported: sqladapter worker stops its worker processes "
@@ -344,14 +460,27 @@ def worker(engine, task_names, threads, processes, domain, poll_interval, regist
     workers = [
         # One SDK worker per process: the TaskHandler runs each in its own process. The first
         # registers the task definition, if asked; the others would only send it again.
-        conductor.make_worker(name, threads=threads, domain=domain, poll_interval_ms=poll_interval,
-                              worker_id=worker_id, register=register and index == 0, owner_email=owner_email)
+        conductor.make_worker(
+            name,
+            threads=threads,
+            domain=domain,
+            poll_interval_ms=poll_interval,
+            worker_id=worker_id,
+            register=register and index == 0,
+            owner_email=owner_email,
+        )
         for name in names
         for index in range(processes)
     ]
     try:
-        status = conductor.serve(workers, grace_seconds=grace_period, announce=announce, metrics_port=metrics_port,
-                                 metrics_host=metrics_host, log_format=log_format)
+        status = conductor.serve(
+            workers,
+            grace_seconds=grace_period,
+            announce=announce,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+            log_format=log_format,
+        )
     except OSError as exc:  # the metrics port cannot be opened
         raise click.ClickException(f"{exc}; choose another --metrics-port (SQLADAPTER_METRICS_PORT)") from None
     sys.exit(status)
@@ -370,10 +499,15 @@ def _check_named_connections() -> None:
 
 @cli.command()
 @click.argument("workflow_files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
-@click.option("--task-name", "task_names", multiple=True, metavar="NAME",
-              help="Also register a task definition for NAME (repeatable).")
-@click.option("--owner-email", default="sqladapter@example.com", show_default=True,
-              help="ownerEmail for definitions that have none (Conductor OSS requires one).")
+@click.option(
+    "--task-name", "task_names", multiple=True, metavar="NAME", help="Also register a task definition for NAME (repeatable)."
+)
+@click.option(
+    "--owner-email",
+    default="sqladapter@example.com",
+    show_default=True,
+    help="ownerEmail for definitions that have none (Conductor OSS requires one).",
+)
 def register(workflow_files, task_names, owner_email) -> None:
     """Create or update the query_sql task definition and workflows on the Conductor server.
 
@@ -398,8 +532,13 @@ def register(workflow_files, task_names, owner_email) -> None:
 @cli.command()
 @click.argument("workflow_file", type=click.Path(dir_okay=False))
 @click.option("--input", "input_json", metavar="JSON", help="The workflow input, a JSON object.")
-@click.option("--task-name", "task_names", multiple=True, metavar="NAME",
-              help="Also run SIMPLE tasks of type NAME as query tasks (repeatable), e.g. query_sqlite.")
+@click.option(
+    "--task-name",
+    "task_names",
+    multiple=True,
+    metavar="NAME",
+    help="Also run SIMPLE tasks of type NAME as query tasks (repeatable), e.g. query_sqlite.",
+)
 def run(workflow_file, input_json, task_names) -> None:
     """Run a workflow definition locally, without a server, and print what it did as JSON.
 

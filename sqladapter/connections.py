@@ -123,7 +123,7 @@ def _refuse_inline_options(dialect: Dialect, url: URL) -> None:
         raise ConnectionConfigError(
             f"option(s) {', '.join(unknown)} after '?' are not accepted in an inline {dialect.name} connection "
             f"string (accepted there: {allowed}): options configure the connection, so they belong to the "
-            "operator; configure a named connection (SQLADAPTER_CONNECTION_<NAME>) and pass connection: \"<name>\""
+            'operator; configure a named connection (SQLADAPTER_CONNECTION_<NAME>) and pass connection: "<name>"'
         )
 
 
@@ -142,7 +142,6 @@ def _confined_path(raw: str, data_dir: Path, *, confine: bool) -> Path:
                 "(SQLADAPTER_DATA_DIR sets it) or configure a named connection"
             )
     return real
-
 
 
 class Pools:
@@ -248,7 +247,7 @@ class Pools:
                 "execute_sql writes only through a named connection the operator marked writable, never an inline "
                 "connection_string or file path: configure SQLADAPTER_CONNECTION_<NAME> with "
                 "SQLADAPTER_CONNECTION_<NAME>_WRITABLE=1 (or writable = true in the connections file) and pass "
-                "connection: \"<name>\""
+                'connection: "<name>"'
             )
         self.named_connection(connection)  # a missing name says how to configure one
         if not self.writable(connection):
@@ -258,7 +257,9 @@ class Pools:
                     f", or write it as [connections.{connection}] with url and writable = true in "
                     f"{self.settings.connections_file}"
                 )
-            raise NotWritableError(f"connection {connection!r} is not marked writable, so execute_sql may not write to it: {where}")
+            raise NotWritableError(
+                f"connection {connection!r} is not marked writable, so execute_sql may not write to it: {where}"
+            )
         return self.resolve(None, connection, read_only=False)
 
     def check_named_connections(self) -> list[str]:
@@ -328,7 +329,7 @@ class Pools:
                 raise ConnectionConfigError(
                     "the connection string carries a password, which would be stored in the workflow; "
                     "use a named connection instead: set SQLADAPTER_CONNECTION_<NAME> to the URL on the "
-                    "worker and pass connection: \"<name>\" (or allow inline passwords with "
+                    'worker and pass connection: "<name>" (or allow inline passwords with '
                     "SQLADAPTER_ALLOW_INLINE_CREDENTIALS=1)"
                 )
             if inline:

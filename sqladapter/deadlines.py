@@ -134,4 +134,3 @@ def _act(act: Callable[[int], None], stage: int) -> None:
         act(stage)
     except Exception:
         log.warning("could not end a query past its time limit (stage %d)", stage, exc_info=True)
-

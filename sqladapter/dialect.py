@@ -30,7 +30,6 @@ __all__ = ["BulkLoader", "Dialect", "Limits"]
 ColumnDescription = Sequence[Any]
 
 
-
 @dataclass(frozen=True)
 class Limits:
     """What one task may take, handed to the dialect with the query it runs."""
@@ -359,7 +358,6 @@ class Dialect:
         The default applies `error_rules`; override only for what rules cannot say.
         """
         return error_rules.classify(self, exc)
-
 
     def close(self) -> None:
         """Release what this dialect holds (threads, control connections); its Runtime is closing."""

@@ -82,9 +82,7 @@ def _expected(value: Any, where: str) -> tuple[int, int] | None:
         bounds = [low] + ([] if high is None else [high])
         if all(isinstance(b, int) and not isinstance(b, bool) and b >= 0 for b in bounds) and (high is None or low <= high):
             return low, (high if high is not None else 2**63)
-    raise InputError(
-        f"{where} must be a row count (0 or more) or {{\"min\": a, \"max\": b}} with 0 <= a <= b, got {value!r}"
-    )
+    raise InputError(f'{where} must be a row count (0 or more) or {{"min": a, "max": b}} with 0 <= a <= b, got {value!r}')
 
 
 def _parameter_sets(value: Any, where: str, cap: int) -> list[Any] | None:
@@ -112,7 +110,7 @@ def _entries(task_input: Mapping[str, Any], cap: int) -> tuple[list[_Entry], boo
         parameters, sets = task_input.get("parameters"), task_input.get("parameter_sets")
         return [_entry(statement, parameters, sets, None, "statement", cap)], False
     if task_input.get("parameters") is not None or task_input.get("parameter_sets") is not None:
-        raise InputError("with statements, give each entry its own parameters: {\"statement\": \"...\", \"parameters\": {...}}")
+        raise InputError('with statements, give each entry its own parameters: {"statement": "...", "parameters": {...}}')
     if not isinstance(statements, list) or not statements:
         raise InputError("statements must be a non-empty list of statements (strings, or objects with statement and parameters)")
     entries = []
@@ -123,9 +121,13 @@ def _entries(task_input: Mapping[str, Any], cap: int) -> tuple[list[_Entry], boo
         elif isinstance(item, abc.Mapping):
             unknown = sorted(set(item) - _ENTRY_FIELDS)
             if unknown:
-                raise InputError(f"{where} has unknown field(s) {', '.join(unknown)}; accepted: {', '.join(sorted(_ENTRY_FIELDS))}")
+                raise InputError(
+                    f"{where} has unknown field(s) {', '.join(unknown)}; accepted: {', '.join(sorted(_ENTRY_FIELDS))}"
+                )
             expected = _expected(item.get("expected_rows"), f"{where}.expected_rows")
-            entries.append(_entry(item.get("statement"), item.get("parameters"), item.get("parameter_sets"), expected, where, cap))
+            entries.append(
+                _entry(item.get("statement"), item.get("parameters"), item.get("parameter_sets"), expected, where, cap)
+            )
         else:
             raise InputError(f"{where} must be a statement string or an object with statement and parameters")
     return entries, True
@@ -165,7 +167,9 @@ def run(runtime: Runtime, task_input: Mapping[str, Any], *, default_key: str | N
     if shape not in ("objects", "arrays"):
         raise InputError(f"shape must be one of objects, arrays, got {shape!r}")
     key_given = task_input.get("idempotency_key")
-    key = ledger.normalize_key(key_given) if key_given is not None else (ledger.normalize_key(default_key) if default_key else None)
+    key = (
+        ledger.normalize_key(key_given) if key_given is not None else (ledger.normalize_key(default_key) if default_key else None)
+    )
     name = task_input.get("connection")
     source = runtime.pools.writable_source(name, task_input.get("connection_string"))
     pools = runtime.pools
@@ -233,9 +237,7 @@ def _bind(statement: Statement, entry: _Entry) -> Any:
     if entry.parameter_sets is None:
         return statement.bind(entry.parameters)
     if statement.returning:
-        raise InputError(
-            "a parameter_sets batch cannot return rows: drop RETURNING, or run one row per task with parameters"
-        )
+        raise InputError("a parameter_sets batch cannot return rows: drop RETURNING, or run one row per task with parameters")
     if statement.style is None:
         raise InputError("parameter_sets is for a statement with placeholders (:name or ?); this one has none")
     return statement.bind_many(entry.parameter_sets)
@@ -272,7 +274,11 @@ def _transaction(
                 for statement, params, entry in zip(statements, bound, entries):
                     results.append(
                         dialect.execute_write(
-                            connection, statement.sql, params, limits, many=entry.parameter_sets is not None,
+                            connection,
+                            statement.sql,
+                            params,
+                            limits,
+                            many=entry.parameter_sets is not None,
                             returning=statement.returning,
                         )
                     )

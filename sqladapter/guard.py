@@ -238,7 +238,9 @@ def _tokenize(glot: Any, sql: str) -> list[Any]:
 
 def _parse_one(glot: Any, sql: str, grammar: str, write: bool = False) -> exp.Expression:
     if not sql.strip():
-        raise InputError("statement is empty: give one INSERT, UPDATE or DELETE" if write else "query is empty: give one SELECT statement")
+        raise InputError(
+            "statement is empty: give one INSERT, UPDATE or DELETE" if write else "query is empty: give one SELECT statement"
+        )
     try:
         statements = [s for s in glot.parser().parse(glot.tokenize(sql), sql) if s is not None]
     except SqlglotError as exc:
@@ -253,9 +255,7 @@ def _parse_one(glot: Any, sql: str, grammar: str, write: bool = False) -> exp.Ex
                 f"the statement holds {len(statements)} statements; give one per entry of statements, "
                 "which run in one transaction"
             )
-        raise NotReadOnlyError(
-            f"the query holds {len(statements)} statements; send exactly one read-only statement per task"
-        )
+        raise NotReadOnlyError(f"the query holds {len(statements)} statements; send exactly one read-only statement per task")
     return statements[0]
 
 
@@ -329,7 +329,9 @@ def check_write(dialect: Dialect, tree: Any, allowed: frozenset[str]) -> None:
         elif not isinstance(node, _WRITE_NODES):
             raise NotDmlError(f"the statement contains {_kind(node)}, which is not accepted in execute_sql")
         elif isinstance(node, _WRITE_ROOTS) and node is not tree and not isinstance(node.parent, exp.When):
-            raise NotDmlError(f"the statement contains a nested {type(node).__name__.upper()}: give each write as its own statement")
+            raise NotDmlError(
+                f"the statement contains a nested {type(node).__name__.upper()}: give each write as its own statement"
+            )
         elif isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):
             raise NotDmlError(
                 f"the schema-qualified call {node.sql(dialect=dialect.grammar)[:80]} is not accepted: "

@@ -139,32 +139,34 @@ def _identity(value: Any) -> Any:
     return value
 
 
-_RULES: Mapping[type, Converter] = MappingProxyType({
-    type(None): _identity,
-    bool: _identity,
-    str: _identity,
-    int: _int,
-    float: _float,
-    decimal.Decimal: _decimal,
-    bytes: _bytes,
-    bytearray: _bytes,
-    memoryview: _bytes,
-    dt.datetime: _isoformat,
-    dt.date: _isoformat,
-    dt.time: _isoformat,
-    dt.timedelta: duration,
-    uuid.UUID: _str,
-    # psycopg's inet and cidr; their text is the address as PostgreSQL writes it.
-    ipaddress.IPv4Address: _str,
-    ipaddress.IPv6Address: _str,
-    ipaddress.IPv4Interface: _str,
-    ipaddress.IPv6Interface: _str,
-    ipaddress.IPv4Network: _str,
-    ipaddress.IPv6Network: _str,
-    dict: _dict,
-    list: _list,
-    tuple: _list,
-})
+_RULES: Mapping[type, Converter] = MappingProxyType(
+    {
+        type(None): _identity,
+        bool: _identity,
+        str: _identity,
+        int: _int,
+        float: _float,
+        decimal.Decimal: _decimal,
+        bytes: _bytes,
+        bytearray: _bytes,
+        memoryview: _bytes,
+        dt.datetime: _isoformat,
+        dt.date: _isoformat,
+        dt.time: _isoformat,
+        dt.timedelta: duration,
+        uuid.UUID: _str,
+        # psycopg's inet and cidr; their text is the address as PostgreSQL writes it.
+        ipaddress.IPv4Address: _str,
+        ipaddress.IPv6Address: _str,
+        ipaddress.IPv4Interface: _str,
+        ipaddress.IPv6Interface: _str,
+        ipaddress.IPv4Network: _str,
+        ipaddress.IPv6Network: _str,
+        dict: _dict,
+        list: _list,
+        tuple: _list,
+    }
+)
 
 
 def _rule(kind: type) -> Converter | None:
@@ -280,9 +282,7 @@ _JSON_KINDS = frozenset({str, bool})
 
 def _safe_ints(values: Sequence[Any]) -> bool:
     # filter(None, ...) drops None and 0, both JSON as they are.
-    return -MAX_SAFE_INTEGER <= min(filter(None, values), default=0) and max(
-        filter(None, values), default=0
-    ) <= MAX_SAFE_INTEGER
+    return -MAX_SAFE_INTEGER <= min(filter(None, values), default=0) and max(filter(None, values), default=0) <= MAX_SAFE_INTEGER
 
 
 def _finite_floats(values: Sequence[Any]) -> bool:
@@ -321,31 +321,33 @@ def untyped_column(values: Sequence[Any]) -> list[Any] | None:
     return list(map(json_value, values))
 
 
-_TYPE_NAMES: Mapping[type, str] = MappingProxyType({
-    type(None): "null",
-    bool: "boolean",
-    int: "integer",
-    float: "float",
-    decimal.Decimal: "decimal",
-    str: "text",
-    bytes: "blob",
-    bytearray: "blob",
-    memoryview: "blob",
-    dt.datetime: "timestamp",
-    dt.date: "date",
-    dt.time: "time",
-    dt.timedelta: "interval",
-    uuid.UUID: "uuid",
-    ipaddress.IPv4Address: "inet",
-    ipaddress.IPv6Address: "inet",
-    ipaddress.IPv4Interface: "inet",
-    ipaddress.IPv6Interface: "inet",
-    ipaddress.IPv4Network: "cidr",
-    ipaddress.IPv6Network: "cidr",
-    dict: "json",
-    list: "array",
-    tuple: "array",
-})
+_TYPE_NAMES: Mapping[type, str] = MappingProxyType(
+    {
+        type(None): "null",
+        bool: "boolean",
+        int: "integer",
+        float: "float",
+        decimal.Decimal: "decimal",
+        str: "text",
+        bytes: "blob",
+        bytearray: "blob",
+        memoryview: "blob",
+        dt.datetime: "timestamp",
+        dt.date: "date",
+        dt.time: "time",
+        dt.timedelta: "interval",
+        uuid.UUID: "uuid",
+        ipaddress.IPv4Address: "inet",
+        ipaddress.IPv6Address: "inet",
+        ipaddress.IPv4Interface: "inet",
+        ipaddress.IPv6Interface: "inet",
+        ipaddress.IPv4Network: "cidr",
+        ipaddress.IPv6Network: "cidr",
+        dict: "json",
+        list: "array",
+        tuple: "array",
+    }
+)
 
 
 def type_name(sample: Any) -> str:

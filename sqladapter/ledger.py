@@ -88,7 +88,9 @@ def record(dialect: Dialect, connection: Any, key: str, request: str, output: di
     cursor = dialect.write_cursor(connection)
     try:
         cursor.execute(
-            _sql(dialect, f"INSERT INTO {TABLE} (idempotency_key, request, result, created_at) VALUES ({{}}, {{}}, {{}}, {{}})", 4),
+            _sql(
+                dialect, f"INSERT INTO {TABLE} (idempotency_key, request, result, created_at) VALUES ({{}}, {{}}, {{}}, {{}})", 4
+            ),
             [key, request, orjson.dumps(output, default=str).decode(), int(time.time())],
         )
     finally:

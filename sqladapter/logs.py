@@ -25,7 +25,6 @@ FORMATS = ("text", "json")
 TASK_LOGGER = "sqladapter.task"
 
 
-
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, pid, message, and the record's task fields."""
 

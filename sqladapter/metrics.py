@@ -58,19 +58,21 @@ class WorkerMetrics:
         from prometheus_client import Counter, Gauge, Histogram
 
         self.tasks = Counter(
-            "sqladapter_tasks", "Tasks finished, by outcome: completed, failed (retryable), failed_terminal",
+            "sqladapter_tasks",
+            "Tasks finished, by outcome: completed, failed (retryable), failed_terminal",
             ["task_name", "dialect", "status"],
         )
         self.duration = Histogram(
-            "sqladapter_task_duration_seconds", "Time from receiving a task to its result, in the worker",
-            ["task_name", "dialect"], buckets=DURATION_BUCKETS,
+            "sqladapter_task_duration_seconds",
+            "Time from receiving a task to its result, in the worker",
+            ["task_name", "dialect"],
+            buckets=DURATION_BUCKETS,
         )
         self.rows = Counter("sqladapter_rows_returned", "Rows returned by completed tasks", ["task_name", "dialect"])
-        self.output_bytes = Counter(
-            "sqladapter_output_bytes", "JSON bytes of completed tasks' outputs", ["task_name", "dialect"]
-        )
+        self.output_bytes = Counter("sqladapter_output_bytes", "JSON bytes of completed tasks' outputs", ["task_name", "dialect"])
         self.truncations = Counter(
-            "sqladapter_truncations", "Completed tasks whose rows were cut by max_rows or the output budget",
+            "sqladapter_truncations",
+            "Completed tasks whose rows were cut by max_rows or the output budget",
             ["task_name", "dialect"],
         )
         self.errors = Counter(
@@ -83,29 +85,36 @@ class WorkerMetrics:
         )
         # Per process (pid label): the main process reads them to answer /health and /ready.
         self.connections = Gauge(
-            "sqladapter_open_connections", "Database connections held open, checked out or idle",
-            ["dialect"], multiprocess_mode="livesum",
+            "sqladapter_open_connections",
+            "Database connections held open, checked out or idle",
+            ["dialect"],
+            multiprocess_mode="livesum",
         )
-        self.in_progress = Gauge(
-            "sqladapter_tasks_in_progress", "Tasks running now", ["task_name"], multiprocess_mode="liveall"
-        )
+        self.in_progress = Gauge("sqladapter_tasks_in_progress", "Tasks running now", ["task_name"], multiprocess_mode="liveall")
         self.threads = Gauge(
-            "sqladapter_worker_threads", "Tasks a worker process runs at once (thread_count)",
-            ["task_name"], multiprocess_mode="liveall",
+            "sqladapter_worker_threads",
+            "Tasks a worker process runs at once (thread_count)",
+            ["task_name"],
+            multiprocess_mode="liveall",
         )
         self.loop = Gauge(
             "sqladapter_worker_loop_timestamp_seconds",
             "When the process's poll loop last ran (Unix time); it runs at least once per poll interval "
             "unless every thread is busy",
-            ["task_name"], multiprocess_mode="liveall",
+            ["task_name"],
+            multiprocess_mode="liveall",
         )
         self.poll_ok = Gauge(
-            "sqladapter_worker_last_poll_success_timestamp_seconds", "When a poll last reached the server (Unix time)",
-            ["task_name"], multiprocess_mode="liveall",
+            "sqladapter_worker_last_poll_success_timestamp_seconds",
+            "When a poll last reached the server (Unix time)",
+            ["task_name"],
+            multiprocess_mode="liveall",
         )
         self.poll_failed = Gauge(
-            "sqladapter_worker_last_poll_failure_timestamp_seconds", "When a poll last failed (Unix time)",
-            ["task_name"], multiprocess_mode="liveall",
+            "sqladapter_worker_last_poll_failure_timestamp_seconds",
+            "When a poll last failed (Unix time)",
+            ["task_name"],
+            multiprocess_mode="liveall",
         )
         self._dialects_seen: set[str] = set()
         self._last_heartbeat = 0.0

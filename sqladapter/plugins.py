@@ -22,13 +22,15 @@ from .errors import UnknownDialectError
 ENTRY_POINT_GROUP = "sqladapter"
 
 # Where users look for a dialect that is not installed, by URL scheme.
-KNOWN_PACKAGES = MappingProxyType({
-    "duckdb": "sqladapter-duckdb",
-    "mysql": "sqladapter-mysql",
-    "mariadb": "sqladapter-mysql",
-    "postgresql": "sqladapter-postgresql",
-    "postgres": "sqladapter-postgresql",
-})
+KNOWN_PACKAGES = MappingProxyType(
+    {
+        "duckdb": "sqladapter-duckdb",
+        "mysql": "sqladapter-mysql",
+        "mariadb": "sqladapter-mysql",
+        "postgresql": "sqladapter-postgresql",
+        "postgres": "sqladapter-postgresql",
+    }
+)
 
 
 def get_plugin_manager(environ: Mapping[str, str] = os.environ) -> pluggy.PluginManager:
@@ -110,9 +112,7 @@ class Registry:
         )
 
     def describe(self) -> str:
-        return ", ".join(
-            f"{d.name} ({', '.join(d.backends)})" for d in sorted(self.by_name.values(), key=lambda d: d.name)
-        )
+        return ", ".join(f"{d.name} ({', '.join(d.backends)})" for d in sorted(self.by_name.values(), key=lambda d: d.name))
 
 
 def list_plugins(reg: Registry, include_builtins: bool = False) -> list[dict[str, Any]]:

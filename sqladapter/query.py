@@ -43,9 +43,7 @@ _first = operator.itemgetter(0)
 
 SHAPES = ("objects", "arrays")
 FETCHES = ("rows", "one", "value")
-INPUT_FIELDS = frozenset(
-    {"connection_string", "connection", "query", "parameters", "max_rows", "timeout_ms", "shape", "fetch"}
-)
+INPUT_FIELDS = frozenset({"connection_string", "connection", "query", "parameters", "max_rows", "timeout_ms", "shape", "fetch"})
 
 
 def _parse(task_input: Mapping[str, Any], settings: Settings) -> tuple[Any, ...]:

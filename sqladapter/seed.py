@@ -115,9 +115,7 @@ def _zip_codes() -> list[str]:
     return [f"{code:05d}" for code in range(501, 99951)]
 
 
-def _chunks(
-    count: int, random_seed: int, dataset: str, make: Callable[[random.Random, int, int], Batch]
-) -> Iterator[Batch]:
+def _chunks(count: int, random_seed: int, dataset: str, make: Callable[[random.Random, int, int], Batch]) -> Iterator[Batch]:
     # Every chunk is generated whole from its own seeded Random, then cut: the first N rows are
     # the same whatever N, and no chunk depends on how the others were consumed.
     for index in range((count + CHUNK_ROWS - 1) // CHUNK_ROWS):

@@ -84,7 +84,11 @@ class Statement:
                     rows = None
                 if rows is not None and _all_scalars(itertools.chain.from_iterable(rows)):
                     return rows if self.paramstyle in ("qmark", "numeric_dollar") else list(parameter_sets)
-        elif self.style == "positional" and set(map(type, parameter_sets)) == {list} and set(map(len, parameter_sets)) == {self.count}:
+        elif (
+            self.style == "positional"
+            and set(map(type, parameter_sets)) == {list}
+            and set(map(len, parameter_sets)) == {self.count}
+        ):
             if _all_scalars(itertools.chain.from_iterable(parameter_sets)):
                 if self.order is not None and any(i != n for n, i in enumerate(self.order)):
                     return _rows(operator.itemgetter(*self.order), len(self.order), parameter_sets)
@@ -120,9 +124,7 @@ class Statement:
             raise InputError("the query uses :name placeholders: pass parameters as an object")
         _check_values(enumerate(parameters, 1))
         if len(parameters) != self.count:
-            raise InputError(
-                f"the query has {self.count} ? placeholder(s) but {len(parameters)} parameter(s) were given"
-            )
+            raise InputError(f"the query has {self.count} ? placeholder(s) but {len(parameters)} parameter(s) were given")
         if self.order is not None and any(i != n for n, i in enumerate(self.order)):
             return [parameters[i] for i in self.order]
         return list(parameters)
@@ -143,8 +145,7 @@ def _check_values(items: Any) -> None:
     for key, value in items:
         if type(value) not in _SCALAR_TYPES and not isinstance(value, _SCALARS):
             raise InputError(
-                f"parameter {key} is {type(value).__name__}; values must be JSON scalars "
-                "(string, number, boolean or null)"
+                f"parameter {key} is {type(value).__name__}; values must be JSON scalars (string, number, boolean or null)"
             )
 
 

@@ -21,7 +21,6 @@ DEFAULT_SERVICE_NAME = "sqladapter-worker"
 INSTALL_HINT = "pip install 'sqladapter[otel]'"
 
 
-
 class _Tracing:
     """This process's tracer, when tracing is on, and whether spans carry statements."""
 
@@ -128,8 +127,9 @@ def current(span: Any) -> Any:
     return use_span(span, end_on_exit=False)
 
 
-def finish(span: Any, op: str | None, *, dialect: str, outcome: str, error_type: str | None, rows: int | None,
-           truncated: bool | None) -> None:
+def finish(
+    span: Any, op: str | None, *, dialect: str, outcome: str, error_type: str | None, rows: int | None, truncated: bool | None
+) -> None:
     from opentelemetry.trace import Status, StatusCode
 
     span.set_attribute("db.system", dialect)

@@ -216,9 +216,7 @@ def _map_converter(duck_type: Any) -> Callable[[Any], Any]:
         return from_dict
 
     def from_lists(value: dict) -> list[dict[str, Any]]:
-        return [
-            {"key": key(k), "value": None if v is None else item(v)} for k, v in zip(value["key"], value["value"])
-        ]
+        return [{"key": key(k), "value": None if v is None else item(v)} for k, v in zip(value["key"], value["value"])]
 
     return from_lists
 
@@ -428,7 +426,6 @@ class DuckDB(Dialect):
         return type(exc).__name__
 
 
-
 class DuckDBLoader(BulkLoader):
     def bulk_insert(self, dialect, dbapi_connection, table, columns, batches):
         # DuckDB's executemany runs one statement per row (about 2,000 rows a second); its CSV
@@ -448,9 +445,7 @@ class DuckDBLoader(BulkLoader):
                     count += len(batch)
             if count:
                 literal = path.replace("'", "''")
-                dbapi_connection.execute(
-                    f"COPY {table} ({', '.join(columns)}) FROM '{literal}' (FORMAT csv, HEADER false)"
-                )
+                dbapi_connection.execute(f"COPY {table} ({', '.join(columns)}) FROM '{literal}' (FORMAT csv, HEADER false)")
         return count
 
 

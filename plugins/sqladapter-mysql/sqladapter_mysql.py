@@ -254,9 +254,7 @@ class MySQL(Dialect):
         lock_wait = max(1, -(-int(timeout_ms) // 1000))
         pinned = _PINNED_SETTINGS.replace("autocommit = 1", "autocommit = 0")
         with dbapi_connection.cursor() as cursor:
-            cursor.execute(
-                f"SET SESSION {limit}, innodb_lock_wait_timeout = {lock_wait}, sql_select_limit = DEFAULT, {pinned}"
-            )
+            cursor.execute(f"SET SESSION {limit}, innodb_lock_wait_timeout = {lock_wait}, sql_select_limit = DEFAULT, {pinned}")
 
     def thread_may_keep(self, connection):
         # Read-only engines autocommit, so no transaction stays open; the session variables
@@ -326,7 +324,9 @@ class MySQL(Dialect):
             settings = f"tx_read_only = 1, max_statement_time = {timeout_ms / 1000:.3f}"
         else:
             settings = f"transaction_read_only = 1, max_execution_time = {int(timeout_ms)}"
-        _reset_connection_and_set(dbapi_connection, f"SET SESSION {settings}, sql_select_limit = {int(limit)}, {_PINNED_SETTINGS}")
+        _reset_connection_and_set(
+            dbapi_connection, f"SET SESSION {settings}, sql_select_limit = {int(limit)}, {_PINNED_SETTINGS}"
+        )
 
     def column_type(self, column, sample):
         type_code = column[1]

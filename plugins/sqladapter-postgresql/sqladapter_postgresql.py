@@ -129,8 +129,12 @@ _READ_NODES = frozenset(
 # What an execute_sql statement may be made of: one of _WRITE_ROOTS, as the root only (no
 # INSERT inside a CTE), and the read nodes plus these statements' own clauses.
 _WRITE_ROOTS = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
-_WRITE_NODES = _READ_NODES | _WRITE_ROOTS | frozenset(
-    "OnConflictClause InferClause IndexElem MergeWhenClause MultiAssignRef SetToDefault ReturningClause ReturningOption".split()
+_WRITE_NODES = (
+    _READ_NODES
+    | _WRITE_ROOTS
+    | frozenset(
+        "OnConflictClause InferClause IndexElem MergeWhenClause MultiAssignRef SetToDefault ReturningClause ReturningOption".split()
+    )
 )
 # BETWEEN and its variants name no operator in the raw tree; the server rewrites them to >= and <=.
 _BETWEEN = frozenset(
@@ -445,7 +449,20 @@ class PostgreSQL(Dialect):
         statement = tree[0].stmt
         if isinstance(statement, pg_ast.ExplainStmt):
             for option in statement.options or ():
-                if option.defname not in ("analyze", "verbose", "costs", "buffers", "format", "summary", "timing", "settings", "wal", "generic_plan", "memory", "serialize"):
+                if option.defname not in (
+                    "analyze",
+                    "verbose",
+                    "costs",
+                    "buffers",
+                    "format",
+                    "summary",
+                    "timing",
+                    "settings",
+                    "wal",
+                    "generic_plan",
+                    "memory",
+                    "serialize",
+                ):
                     raise NotReadOnlyError(f"EXPLAIN option {option.defname} is not accepted")
             statement = statement.query
         if not isinstance(statement, pg_ast.SelectStmt):

@@ -148,6 +148,7 @@ sqlite3.register_converter("JSONB", _json_or_text)
 sqlite3.register_converter("DATE", _text)
 sqlite3.register_converter("TIMESTAMP", _text)
 
+
 class _Deadline:
     """A connection's time limit: its progress handler, and the context manager arming it."""
 

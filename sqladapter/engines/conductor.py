@@ -76,11 +76,13 @@ class _WorkerProcess:
 
 _process = _WorkerProcess()
 
-_OUTCOMES = MappingProxyType({
-    TaskResultStatus.COMPLETED: "completed",
-    TaskResultStatus.FAILED: "failed",
-    TaskResultStatus.FAILED_WITH_TERMINAL_ERROR: "failed_terminal",
-})
+_OUTCOMES = MappingProxyType(
+    {
+        TaskResultStatus.COMPLETED: "completed",
+        TaskResultStatus.FAILED: "failed",
+        TaskResultStatus.FAILED_WITH_TERMINAL_ERROR: "failed_terminal",
+    }
+)
 
 
 def execute_query_task(task: Task) -> TaskResult:
@@ -146,8 +148,16 @@ def _observed(runtime: Runtime, task: Task) -> TaskResult:
     return result
 
 
-def _record(runtime: Runtime, task: Task, name: str, query_input: dict[str, Any], result: TaskResult, elapsed: float,
-            span: Any, op: str | None) -> None:
+def _record(
+    runtime: Runtime,
+    task: Task,
+    name: str,
+    query_input: dict[str, Any],
+    result: TaskResult,
+    elapsed: float,
+    span: Any,
+    op: str | None,
+) -> None:
     output = result.output_data if isinstance(result.output_data, dict) else {}
     outcome = _OUTCOMES.get(result.status, "failed")
     error = output.get("error") if outcome != "completed" else None
@@ -163,9 +173,17 @@ def _record(runtime: Runtime, task: Task, name: str, query_input: dict[str, Any]
     if span is not None:
         tracing.finish(span, op, dialect=dialect, outcome=outcome, error_type=error_type, rows=rows, truncated=truncated)
     if logs.json_enabled():
-        logs.task(task_id=task.task_id, workflow_id=task.workflow_instance_id, task_name=name, dialect=dialect,
-                  status=str(result.status), elapsed_ms=elapsed * 1000, error_type=error_type, rows=rows,
-                  truncated=truncated)
+        logs.task(
+            task_id=task.task_id,
+            workflow_id=task.workflow_instance_id,
+            task_name=name,
+            dialect=dialect,
+            status=str(result.status),
+            elapsed_ms=elapsed * 1000,
+            error_type=error_type,
+            rows=rows,
+            truncated=truncated,
+        )
 
 
 def _execute(runtime: Runtime, task: Task, query_input: dict[str, Any]) -> TaskResult:
@@ -244,8 +262,18 @@ def task_definition(name: str = TASK_NAME, owner_email: str = DEFAULT_OWNER_EMAI
             timeout_seconds=(retry_count + 1) * response_timeout + 5 * (2**retry_count),
             timeout_policy="TIME_OUT_WF",
             input_keys=sorted(execute.INPUT_FIELDS),
-            output_keys=["rowsAffected", "statements", "columns", "rows", "rowCount", "truncated", "replayed", "dialect",
-                         "elapsedMs", "error"],
+            output_keys=[
+                "rowsAffected",
+                "statements",
+                "columns",
+                "rows",
+                "rowCount",
+                "truncated",
+                "replayed",
+                "dialect",
+                "elapsedMs",
+                "error",
+            ],
         )
     return TaskDef(
         name=name,
@@ -264,7 +292,6 @@ def task_definition(name: str = TASK_NAME, owner_email: str = DEFAULT_OWNER_EMAI
 
 
 # -- stopping a worker process without dropping tasks -----------------------------------------
-
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -420,8 +447,9 @@ def serve(
         # Read in each worker process when it starts (QueryWorker.__setstate__).
         worker.observability = {"metrics": monitor is not None, "log_format": log_format}
     if tracing.requested() and tracing.missing():
-        announce(f"sqladapter worker: warning: OTEL_EXPORTER_OTLP_ENDPOINT is set but no spans will be exported: "
-                 f"{tracing.missing()}")
+        announce(
+            f"sqladapter worker: warning: OTEL_EXPORTER_OTLP_ENDPOINT is set but no spans will be exported: {tracing.missing()}"
+        )
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -485,8 +513,7 @@ def _drain(handler: TaskHandler, grace_seconds: float) -> None:
     for process in processes:
         if process.is_alive():
             log.warning(
-                "worker process %s still busy after %gs; killing it (its tasks time out on the server "
-                "and are retried)",
+                "worker process %s still busy after %gs; killing it (its tasks time out on the server and are retried)",
                 process.pid,
                 grace_seconds,
             )

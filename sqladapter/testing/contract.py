@@ -125,7 +125,7 @@ _KINDS = [
     Kind("network address", "the address 192.168.0.1/24 (inet)", "192.168.0.1/24"),
     Kind("network", "the network 10.0.0.0/8 (cidr)", "10.0.0.0/8"),
     Kind("json", 'the JSON document {"a": [1, 2]} of a JSON type', DOC),
-    Kind("json scalars", "the JSON document [1, \"a\", null, 9007199254740993]", [1, "a", None, "9007199254740993"]),
+    Kind("json scalars", 'the JSON document [1, "a", null, 9007199254740993]', [1, "a", None, "9007199254740993"]),
     Kind("array", "the array of integers 1, 2, 3", [1, 2, 3]),
     Kind("array with null", "the array of text 'a', NULL", ["a", None]),
     Kind("array of arrays", "the two-by-two array of integers 1, 2 / 3, 4", [[1, 2], [3, 4]]),

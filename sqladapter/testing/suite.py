@@ -83,9 +83,53 @@ PARAMETER_VALUES = [
 
 # Pieces of task input that no worker should choke on.
 SQL_PIECES = [
-    "SELECT", "*", "FROM", "numbers", "people", "WHERE", "n", "=", ":n", "?", "(", ")", ",", "'", '"', "`", "--",
-    "/*", "*/", ";", "1", "NULL", 'U&"x"', "\u00a0", "\x00", "LIMIT", "UNION", "WITH", "AS", "x", "$1", "@v",
-    "json_extract(", "NOT", "\\", "%s", "\u2028", "::", "[", "]", "{", "}", "CASE", "END", "||", "E'", "$$",
+    "SELECT",
+    "*",
+    "FROM",
+    "numbers",
+    "people",
+    "WHERE",
+    "n",
+    "=",
+    ":n",
+    "?",
+    "(",
+    ")",
+    ",",
+    "'",
+    '"',
+    "`",
+    "--",
+    "/*",
+    "*/",
+    ";",
+    "1",
+    "NULL",
+    'U&"x"',
+    "\u00a0",
+    "\x00",
+    "LIMIT",
+    "UNION",
+    "WITH",
+    "AS",
+    "x",
+    "$1",
+    "@v",
+    "json_extract(",
+    "NOT",
+    "\\",
+    "%s",
+    "\u2028",
+    "::",
+    "[",
+    "]",
+    "{",
+    "}",
+    "CASE",
+    "END",
+    "||",
+    "E'",
+    "$$",
 ]
 DEEP_QUERIES = {
     "parentheses": "SELECT " + "(" * 3000 + "1" + ")" * 3000,
@@ -184,7 +228,11 @@ class DialectSuite:
     def test_parameters_are_bound_as_values(self, kit):
         hostile_value = "it's 100% ' OR '1'='1"
         checks: list[tuple[str, Any, list[Any]]] = [
-            ("SELECT n FROM numbers WHERE n BETWEEN :low AND :high ORDER BY n", {"low": 3, "high": 5}, [{"n": 3}, {"n": 4}, {"n": 5}]),
+            (
+                "SELECT n FROM numbers WHERE n BETWEEN :low AND :high ORDER BY n",
+                {"low": 3, "high": 5},
+                [{"n": 3}, {"n": 4}, {"n": 5}],
+            ),
             ("SELECT n FROM numbers WHERE n = :v OR n = :v + 1 ORDER BY n", {"v": 4}, [{"n": 4}, {"n": 5}]),
             ("SELECT n FROM numbers WHERE n IN (?, ?) ORDER BY n", [2, 7], [{"n": 2}, {"n": 7}]),
             (
@@ -221,7 +269,11 @@ class DialectSuite:
             out = s.run("SELECT n FROM numbers ORDER BY n", max_rows=10)
             expect("max_rows 10 of 10 rows", (out["rowCount"], out["truncated"]), (10, False))
             out = s.run("SELECT n FROM numbers ORDER BY n", max_rows=9)
-            expect("max_rows 9 of 10 rows", ([r["n"] for r in out["rows"]], out["rowCount"], out["truncated"]), (NUMBERS[:9], 9, True))
+            expect(
+                "max_rows 9 of 10 rows",
+                ([r["n"] for r in out["rows"]], out["rowCount"], out["truncated"]),
+                (NUMBERS[:9], 9, True),
+            )
             out = s.run("SELECT n, n * 2 AS twice FROM numbers WHERE n > :n ORDER BY n", parameters={"n": 3}, fetch="one")
             expect("fetch one", (out["row"], "rows" in out, out["rowCount"]), ({"n": 4, "twice": 8}, False, 1))
             expect("fetch value", s.run("SELECT count(*) AS c FROM numbers", fetch="value")["value"], 10)
@@ -405,7 +457,9 @@ class DialectSuite:
             return f"{why}: {sql!r} ended in {outcome.describe()}, not a sqladapter error (the worker reports 'internal')"
         error = outcome.error
         if error is None:
-            return f"hostile statement got through: {why}: {sql!r} ran on {dialect} and returned {json.dumps(outcome.output)[:300]}"
+            return (
+                f"hostile statement got through: {why}: {sql!r} ran on {dialect} and returned {json.dumps(outcome.output)[:300]}"
+            )
         if entry["expect"] == "timeout":
             if not (isinstance(error, QueryTimeoutError) and error.retryable):
                 return f"{why}: {sql!r}: expected a retryable time-limit error, got {outcome.describe()}"
@@ -427,7 +481,9 @@ class DialectSuite:
                 outcome = s.attempt("SELECT 1 AS one", connection_string=text)
                 error = outcome.error
                 if not isinstance(error, ConnectionConfigError) or error.retryable or "named connection" not in error.message:
-                    problems.append(f"{text}: {outcome.describe()}; expected a terminal ConnectionConfigError pointing to a named connection")
+                    problems.append(
+                        f"{text}: {outcome.describe()}; expected a terminal ConnectionConfigError pointing to a named connection"
+                    )
                     continue
                 raw_query = text.split("?", 1)[1] if "?" in text else ""
                 for key, value in urllib.parse.parse_qsl(raw_query, keep_blank_values=True):
@@ -483,8 +539,13 @@ class DialectSuite:
                 outcome = s.attempt(sql, max_rows=5)
                 # A fetch may look one row further to learn that the result goes on (and then
                 # stop the query rather than read the rest).
-                expect(f"a million-row cross join{' with its own LIMIT' if 'LIMIT' in sql else ''}", outcome, 6,
-                       lambda out: out["rowCount"] == 5 and out["truncated"] is True, look_ahead=1)
+                expect(
+                    f"a million-row cross join{' with its own LIMIT' if 'LIMIT' in sql else ''}",
+                    outcome,
+                    6,
+                    lambda out: out["rowCount"] == 5 and out["truncated"] is True,
+                    look_ahead=1,
+                )
                 numbers = s.attempt("SELECT n FROM numbers ORDER BY n")
                 if [r["n"] for r in numbers.rows] != NUMBERS:
                     problems.append(f"the query after a million-row result failed: {numbers.describe()}")
@@ -547,7 +608,9 @@ class DialectSuite:
         database = kit.database
         unknown = sorted(set(database.types) - KINDS.keys())
         if unknown:
-            pytest.fail(f"Database.types names kinds the contract does not have: {unknown}; kinds: {sorted(KINDS)}", pytrace=False)
+            pytest.fail(
+                f"Database.types names kinds the contract does not have: {unknown}; kinds: {sorted(KINDS)}", pytrace=False
+            )
         columns = [(alias(k), sql, KINDS[k].expected, f"{k} ({KINDS[k].value})") for k, sql in database.types.items()]
         columns += [(alias(a), sql, expected, a) for a, (sql, expected) in database.extra_types.items()]
         if not columns:
@@ -562,7 +625,10 @@ class DialectSuite:
                     alone = s.attempt(f"SELECT {sql} AS {name}{source}")
                     if alone.output is None:
                         problems.append(f"{what}: {sql} failed: {alone.describe()}")
-                _fail(f"{database.dialect}: the type query failed ({outcome.describe()})", problems or ["(each expression alone worked)"])
+                _fail(
+                    f"{database.dialect}: the type query failed ({outcome.describe()})",
+                    problems or ["(each expression alone worked)"],
+                )
         row = outcome.output["rows"][0]
         for name, sql, expected, what in columns:
             got = row.get(name)
@@ -662,7 +728,9 @@ class DialectSuite:
             for sql, what in cases:
                 outcome = s.attempt(sql)
                 if not isinstance(outcome.error, QueryError) or outcome.error.retryable:
-                    problems.append(f"error classification: {what} ({sql!r}) must be a terminal QueryError, got {outcome.describe()}")
+                    problems.append(
+                        f"error classification: {what} ({sql!r}) must be a terminal QueryError, got {outcome.describe()}"
+                    )
             after = s.attempt("SELECT n FROM numbers ORDER BY n")
             if [r["n"] for r in after.rows] != NUMBERS:
                 problems.append(f"after the failed queries the next one failed: {after.describe()}")
@@ -705,7 +773,9 @@ class DialectSuite:
         with kit.session(environ=environ) as s:
             first = s.attempt("SELECT 1 AS one", connection="kit_refused", wait=60)
             if not isinstance(first.error, PermissionDeniedError) or first.error.retryable:
-                problems.append(f"error classification: refused credentials must be a terminal PermissionDeniedError, got {first.describe()}")
+                problems.append(
+                    f"error classification: refused credentials must be a terminal PermissionDeniedError, got {first.describe()}"
+                )
             if database.password_connection_string:
                 works = s.attempt("SELECT 1 AS one", connection="kit_secret")
                 if works.output is None:
@@ -857,8 +927,26 @@ def _wait_until_gone(still_running: Any, raw: Any, seconds: float) -> int:
 def _junk_tasks(count: int = 150, seed: int = 20261204) -> list[dict[str, Any]]:
     """Task inputs of junk shaped like task inputs, the same every run."""
     rng = random.Random(seed)
-    scalars: list[Any] = [None, True, False, 0, -1, 7, 2**70, -(2**70), 1.5, math.nan, math.inf, "", "x", "\x00", "'", "%s",
-                          "\u2028", "9" * 30]
+    scalars: list[Any] = [
+        None,
+        True,
+        False,
+        0,
+        -1,
+        7,
+        2**70,
+        -(2**70),
+        1.5,
+        math.nan,
+        math.inf,
+        "",
+        "x",
+        "\x00",
+        "'",
+        "%s",
+        "\u2028",
+        "9" * 30,
+    ]
 
     def value(depth: int = 0) -> Any:
         roll = rng.random()
@@ -883,7 +971,10 @@ def _junk_tasks(count: int = 150, seed: int = 20261204) -> list[dict[str, Any]]:
         for name in ("max_rows", "timeout_ms"):
             if rng.random() < 0.25:
                 task[name] = rng.choice(limits)
-        for name, choices in (("shape", ["objects", "arrays", "rows", 1, None]), ("fetch", ["rows", "one", "value", "all", None])):
+        for name, choices in (
+            ("shape", ["objects", "arrays", "rows", 1, None]),
+            ("fetch", ["rows", "one", "value", "all", None]),
+        ):
             if rng.random() < 0.2:
                 task[name] = rng.choice(choices)
         tasks.append(task)

@@ -125,7 +125,10 @@ class TestDuckDBConformance(DialectSuite):
                 "docs": ("['{\"a\": [1, 2]}'::JSON]", [DOC]),
                 "fixed": ("[1, 2]::INTEGER[2]", [1, 2]),
                 "nested": ("[[1], [], NULL]", [[1], [], None]),
-                "deep": ("{'when': ['infinity'::DATE], 'big': 9007199254740993::BIGINT}", {"when": ["infinity"], "big": "9007199254740993"}),
+                "deep": (
+                    "{'when': ['infinity'::DATE], 'big': 9007199254740993::BIGINT}",
+                    {"when": ["infinity"], "big": "9007199254740993"},
+                ),
                 "list_keys": ("MAP {[1, 2]: 'x'}", [{"key": [1, 2], "value": "x"}]),
                 "struct_keys": ("MAP {{'x': 1}: DATE '2024-02-29'}", [{"key": {"x": 1}, "value": "2024-02-29"}]),
                 "map_in_list": ("[MAP {1: 2}]", [[{"key": 1, "value": 2}]]),

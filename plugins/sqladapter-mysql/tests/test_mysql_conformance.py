@@ -32,7 +32,9 @@ def admin(database: str | None = DATABASE) -> Any:
     """A root connection outside sqladapter (autocommit), or a skip naming why there is none."""
     host, _, port = HOST.partition(":")
     try:
-        return pymysql.connect(host=host, port=int(port or 3306), user="root", database=database, autocommit=True, connect_timeout=5)
+        return pymysql.connect(
+            host=host, port=int(port or 3306), user="root", database=database, autocommit=True, connect_timeout=5
+        )
     except pymysql.err.OperationalError as exc:
         server_unavailable(f"no MySQL/MariaDB server answers on {HOST}: {exc.args[-1]}")
 
@@ -57,7 +59,9 @@ def state(raw: Any) -> dict[str, Any]:
         "tables": tables,
         "checksums": sums,
         "sequence": _rows(raw, "SELECT next_not_cached_value FROM sqla_seq"),
-        "routines": _rows(raw, "SELECT routine_name FROM information_schema.routines WHERE routine_schema = DATABASE() ORDER BY 1"),
+        "routines": _rows(
+            raw, "SELECT routine_name FROM information_schema.routines WHERE routine_schema = DATABASE() ORDER BY 1"
+        ),
         "users": _rows(raw, "SELECT user, host FROM mysql.user WHERE user LIKE 'sqla_evil%%'"),
         "databases": _rows(raw, "SHOW DATABASES LIKE 'sqla_evil%%'"),
         "server": _rows(raw, f"SELECT IS_FREE_LOCK('{LOCK_NAME}'), @@GLOBAL.read_only"),
@@ -191,7 +195,14 @@ class TestMySQLConformance(DialectSuite):
                 # Read from the table: MariaDB turns BIT in a scalar subquery into decimal text.
                 "bits": ("bits", 5),
             },
-            column_types={"integer": "INT", "big integer": "BIGINT", "decimal": "DECIMAL", "date": "DATE", "time": "TIME", "bits": "BIT"},
+            column_types={
+                "integer": "INT",
+                "big integer": "BIGINT",
+                "decimal": "DECIMAL",
+                "date": "DATE",
+                "time": "TIME",
+                "bits": "BIT",
+            },
             types_from="dialect_types",
             unreachable=f"mysql+pymysql://root@{HOST.partition(':')[0]}:9/{DATABASE}",
             refused_credentials=f"mysql+pymysql://root:Wr0ng-s3cret-pw@{HOST}/{DATABASE}",
@@ -223,7 +234,6 @@ class TestMySQLConformance(DialectSuite):
         with kit.session() as s:
             out = s.run("SELECT n FROM numbers ORDER BY n LIMIT ?, ?", parameters=[1, 2])
         assert out["rows"] == [{"n": 2}, {"n": 3}]
-
 
     def test_user_variables_and_named_locks_are_gone_before_the_next_task(self, kit, tmp_path):
         """What only a bypass of the guard could set, read back with the raw driver on the very

@@ -30,7 +30,9 @@ def admin(database: str = DATABASE) -> Any:
     """A superuser connection outside sqladapter (autocommit), or a skip naming why there is none."""
     host, _, port = HOST.partition(":")
     try:
-        return psycopg.connect(host=host, port=int(port or 5432), user="postgres", dbname=database, autocommit=True, connect_timeout=5)
+        return psycopg.connect(
+            host=host, port=int(port or 5432), user="postgres", dbname=database, autocommit=True, connect_timeout=5
+        )
     except psycopg.OperationalError as exc:
         server_unavailable(f"no PostgreSQL server answers on {HOST}: {str(exc).strip()}")
 
@@ -75,7 +77,9 @@ def state(raw: Any) -> dict[str, Any]:
         "functions": raw.execute(
             "SELECT proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public' ORDER BY 1"
         ).fetchall(),
-        "schemas": raw.execute("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg_temp_%' AND nspname NOT LIKE 'pg_toast_temp_%' ORDER BY 1").fetchall(),
+        "schemas": raw.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg_temp_%' AND nspname NOT LIKE 'pg_toast_temp_%' ORDER BY 1"
+        ).fetchall(),
         "temporary": raw.execute("SELECT count(*) FROM pg_class WHERE relpersistence = 't'").fetchone(),
         "roles": raw.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'sqla_evil%'").fetchall(),
         "databases": raw.execute("SELECT datname FROM pg_database WHERE datname LIKE 'sqla_evil%'").fetchall(),
@@ -85,7 +89,9 @@ def state(raw: Any) -> dict[str, Any]:
             "(SELECT oid FROM pg_database WHERE datname = current_database())"
         ).fetchone(),
         "large_objects": raw.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone(),
-        "auto_conf": raw.execute("SELECT count(*) FROM pg_file_settings WHERE sourcefile LIKE '%postgresql.auto.conf'").fetchone(),
+        "auto_conf": raw.execute(
+            "SELECT count(*) FROM pg_file_settings WHERE sourcefile LIKE '%postgresql.auto.conf'"
+        ).fetchone(),
         "extensions": raw.execute("SELECT extname FROM pg_extension ORDER BY 1").fetchall(),
     }
 
