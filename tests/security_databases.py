@@ -16,7 +16,6 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import secrets
 import sqlite3
 import tempfile
 import time
@@ -29,6 +28,7 @@ from servers import MYSQL_ADDRESS, MYSQL_PORT, POSTGRESQL_ADDRESS, POSTGRESQL_PO
 from sqladapter.runtime import Runtime, default
 from sqladapter.seed import tutorial_people
 from sqladapter.settings import Settings
+from sqladapter.testing.hostile import Outside
 
 DATABASE = "sqla_security"
 DIALECTS = ("sqlite", "duckdb", "mysql", "postgresql")
@@ -42,56 +42,6 @@ PEOPLE_COLUMNS = ("name", "surname", "birth_date", "zip_code")
 
 def plugin_installed(dialect: str) -> bool:
     return dialect in default().registry.by_name
-
-
-@dataclass
-class Outside:
-    """Files outside the data directory: what hostile queries try to read or write."""
-
-    root: Path
-    out: Path
-    secret: Path
-    secret_csv: Path
-    secret_json: Path
-    marker: str
-
-    def listing(self) -> list[tuple[str, int]]:
-        """Every file under the writable directory, with its size."""
-        found = []
-        for dirpath, dirnames, filenames in os.walk(self.out):
-            for name in dirnames + filenames:
-                path = Path(dirpath) / name
-                found.append((str(path.relative_to(self.out)), path.lstat().st_size))
-        return sorted(found)
-
-
-def make_outside() -> Outside:
-    root = Path(tempfile.mkdtemp(prefix="sqla-security-"))
-    # The server processes (mysql, postgres users) must be able to reach these paths.
-    root.chmod(0o755)
-    out = root / "out"
-    out.mkdir()
-    out.chmod(0o777)
-    marker = "SQLA-SECRET-" + secrets.token_hex(8)
-    secret = root / "secret.txt"
-    secret.write_text(marker + "\n")
-    secret_csv = root / "secret.csv"
-    secret_csv.write_text(f"marker\n{marker}\n")
-    secret_json = root / "secret.json"
-    secret_json.write_text(f'{{"marker": "{marker}"}}\n')
-    for path in (secret, secret_csv, secret_json):
-        path.chmod(0o644)
-    return Outside(root, out, secret, secret_csv, secret_json, marker)
-
-
-def remove_tree(root: Path) -> None:
-    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
-        for name in filenames:
-            (Path(dirpath) / name).unlink()
-        for name in dirnames:
-            path = Path(dirpath) / name
-            path.unlink() if path.is_symlink() else path.rmdir()
-    root.rmdir()
 
 
 @dataclass
@@ -411,15 +361,3 @@ def exclusive_use() -> Any:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def report(config: Any, lines: list[str]) -> None:
-    """Print figures (statements tried, tasks run, memory) under the test progress, uncaptured."""
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or not lines:
-        return
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        reporter.write_line("")
-        for line in lines:
-            reporter.write_line(line)

@@ -9,7 +9,6 @@ import pytest
 
 from sqladapter import QueryError, run_query
 from sqladapter.runtime import default
-from sqladapter.settings import Settings
 
 QUERY = "SELECT name FROM people ORDER BY name"
 

@@ -8,7 +8,6 @@ import pytest
 
 from sqladapter import ConnectionConfigError, UnknownDialectError, run_query
 from sqladapter.runtime import default
-from sqladapter.settings import Settings
 
 QUERY = "SELECT name FROM people ORDER BY name LIMIT 1"
 

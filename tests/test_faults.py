@@ -32,12 +32,12 @@ from security_databases import (
     mysql_create_database,
     postgres_admin,
     postgres_create_database,
-    report,
 )
 from servers import server_unavailable
 from worker_process import WorkerProcess, descendants
 
 from sqladapter import DatabaseUnavailableError, SqlAdapterError, run_query
+from sqladapter.testing import report
 
 RESTARTS = os.environ.get("SQLADAPTER_FAULT_RESTARTS") == "1"
 _survived: list[str] = []

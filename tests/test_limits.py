@@ -20,13 +20,13 @@ from security_databases import (
     mysql_create_database,
     plugin_installed,
     postgres_create_database,
-    report,
 )
 from servers import REQUIRE_SERVERS, postgresql_admin, server_unavailable
 from worker_process import WorkerProcess, descendants, memory_kb
 
 from sqladapter import QueryTimeoutError, Runtime, SqlAdapterError, run_query
 from sqladapter.settings import Settings
+from sqladapter.testing import report
 
 DIALECTS = ("sqlite", "duckdb", "mysql", "postgresql")
 _figures: list[str] = []

@@ -9,9 +9,12 @@ import time
 
 import pytest
 from conductor_server import ConductorServer
-from security_databases import MYSQL_URL, exclusive_use, make_outside, make_target, remove_tree, report
+from security_databases import MYSQL_URL, exclusive_use, make_target
 from servers import server_unavailable
 from worker_process import WorkerProcess, descendants, memory_kb
+
+from sqladapter.testing import report
+from sqladapter.testing.hostile import make_outside
 
 TASKS = 10_000
 SAMPLE_EVERY = 1_000
@@ -46,10 +49,10 @@ def test_ten_thousand_tasks_none_lost_none_twice_memory_flat(tmp_path, request):
         try:
             target = make_target("mysql", tmp_path, outside)
         except Exception as exc:
-            remove_tree(outside.root)
+            outside.remove()
             server_unavailable(f"mysql server unavailable: {exc}")
         target.close()
-        remove_tree(outside.root)
+        outside.remove()
 
         server = ConductorServer("/api").start()
         worker = WorkerProcess(

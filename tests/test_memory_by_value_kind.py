@@ -51,10 +51,10 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from security_databases import report
 from servers import server_unavailable
 
 from sqladapter.runtime import default
+from sqladapter.testing import report
 
 BUDGET = 1_000_000  # SQLADAPTER_MAX_OUTPUT_BYTES, the default
 MB = 1_000_000

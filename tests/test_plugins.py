@@ -9,7 +9,7 @@ import types
 import pytest
 from click.testing import CliRunner
 
-from sqladapter import Dialect, Runtime, UnknownDialectError, hookimpl, plugins, run_query
+from sqladapter import Dialect, Runtime, UnknownDialectError, hookimpl, plugins
 from sqladapter.cli import cli
 from sqladapter.default_plugins.sqlite import SQLite
 from sqladapter.runtime import default

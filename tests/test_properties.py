@@ -21,12 +21,13 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from security_databases import exclusive_use, make_outside, make_target, plugin_installed, remove_tree
+from security_databases import exclusive_use, make_target, plugin_installed
 from servers import REQUIRE_SERVERS, server_unavailable
 
-from sqladapter import Runtime, SqlAdapterError, run_query
+from sqladapter import Runtime, SqlAdapterError
 from sqladapter.jsontypes import MAX_SAFE_INTEGER, checked_converter, converter_for, to_json
 from sqladapter.settings import Settings
+from sqladapter.testing.hostile import make_outside
 
 # -- values a driver can hand back ---------------------------------------------------------------
 
@@ -322,7 +323,7 @@ def write_targets(tmp_path_factory):
     for target in made.values():
         if not isinstance(target, str):
             target.close()
-    remove_tree(outside.root)
+    outside.remove()
 
 
 def _write_property(dialect: str, examples: int):

@@ -28,7 +28,6 @@ from security_databases import (
     mysql_create_database,
     postgres_admin,
     postgres_create_database,
-    report,
 )
 from servers import server_unavailable
 from sqlalchemy.engine import make_url
@@ -36,6 +35,7 @@ from worker_process import WorkerProcess
 
 from sqladapter import run_query
 from sqladapter.errors import SqlAdapterError
+from sqladapter.testing import report
 
 USER = "sqla_security_user"
 PORTS = {"mysql": servers.MYSQL_PORT, "postgresql": servers.POSTGRESQL_PORT}

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from conductor_server import ConductorServer
 
 from sqladapter.cli import cli
-from sqladapter.errors import InputError, UnknownDialectError
 from sqladapter.engines.conductor_local import check_workflow, load_workflow, run_workflow, workflow_files
+from sqladapter.errors import InputError, UnknownDialectError
 from sqladapter.runtime import default
 from sqladapter.seed import seed
 
