@@ -250,44 +250,26 @@ def task_definition(name: str = TASK_NAME, owner_email: str = DEFAULT_OWNER_EMAI
     response_timeout = int(settings.max_timeout_ms / 1000) + 30
     retry_count = 3
     if name == WRITE_TASK_NAME:
-        return TaskDef(
-            name=name,
-            description="Run checked INSERT/UPDATE/DELETE statements in one transaction, exactly once per task (sqladapter)",
-            owner_email=owner_email,
-            retry_count=retry_count,
-            retry_logic="EXPONENTIAL_BACKOFF",
-            retry_delay_seconds=1,
-            backoff_scale_factor=2,
-            response_timeout_seconds=response_timeout,
-            timeout_seconds=(retry_count + 1) * response_timeout + 5 * (2**retry_count),
-            timeout_policy="TIME_OUT_WF",
-            input_keys=sorted(execute.INPUT_FIELDS),
-            output_keys=[
-                "rowsAffected",
-                "statements",
-                "columns",
-                "rows",
-                "rowCount",
-                "truncated",
-                "replayed",
-                "dialect",
-                "elapsedMs",
-                "error",
-            ],
-        )
+        description = "Run checked INSERT/UPDATE/DELETE statements in one transaction, exactly once per task (sqladapter)"
+        retry_delay, inputs = 1, execute.INPUT_FIELDS
+        outputs = ["rowsAffected", "statements", "columns", "rows", "rowCount", "truncated", "replayed", "dialect"]
+    else:
+        description = "Run one parameterized, read-only SQL query and return JSON rows (sqladapter)"
+        retry_delay, inputs = 5, INPUT_FIELDS
+        outputs = ["columns", "rowCount", "truncated", "rows", "row", "value", "dialect"]
     return TaskDef(
         name=name,
-        description="Run one parameterized, read-only SQL query and return JSON rows (sqladapter)",
+        description=description,
         owner_email=owner_email,
         retry_count=retry_count,
         retry_logic="EXPONENTIAL_BACKOFF",
-        retry_delay_seconds=5,
+        retry_delay_seconds=retry_delay,
         backoff_scale_factor=2,
         response_timeout_seconds=response_timeout,
         timeout_seconds=(retry_count + 1) * response_timeout + 5 * (2**retry_count),
         timeout_policy="TIME_OUT_WF",
-        input_keys=sorted(INPUT_FIELDS),
-        output_keys=["columns", "rowCount", "truncated", "rows", "row", "value", "dialect", "elapsedMs", "error"],
+        input_keys=sorted(inputs),
+        output_keys=[*outputs, "elapsedMs", "error"],
     )
 
 
